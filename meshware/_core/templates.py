@@ -1,0 +1,391 @@
+"""Canonical route templates: parsing, converters, and per-segment matchers.
+
+Design notes
+------------
+Every framework's route syntax is translated, at introspection time, into one canonical form
+(Starlette's): ``/users/{id:int}/files/{rest:path}``. Converters:
+
+========  =========================  ===========================  ======
+name      matches (one segment)      value                        rank
+========  =========================  ===========================  ======
+static    the literal text           —                            0
+mixed     static text + parameters   per parameter                1
+int       ``[0-9]+``                 ``int``                      2
+float     ``[0-9]+(\\.[0-9]+)?``       ``float``                    3
+uuid      a UUID in hex with dashes  ``uuid.UUID``                4
+re:RX     the regex RX (no ``/``)    ``str``                      5
+str       ``[^/]+``                  ``str``                      6
+path      ``.*`` (spans segments)    ``str``                      7
+========  =========================  ===========================  ======
+
+The rank is the precedence of DESIGN §2: at each segment the matcher tries the lowest rank first
+(static beats typed beats ``str`` beats ``path``), so every client resolves the same path to the
+same route. ``re:`` carries a framework's custom converter by its regex; braces in the regex must
+balance (``{year:re:[0-9]{4}}``), a backslash escapes the next character.
+
+A template is split on ``/`` into segments; each segment compiles to a :class:`SegmentMatcher`
+whose ``key`` names its *shape* (parameter names left out), so templates that differ only in
+parameter names share trie nodes and are recognised as conflicting claims.
+
+This module is pure and its results are cached: parsing happens at table-build time, never on
+the request path.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .._errors import TemplateError
+
+__all__ = [
+    "CONVERTERS",
+    "PATH_RANK",
+    "STATIC_RANK",
+    "SegmentMatcher",
+    "Template",
+    "parse_template",
+]
+
+STATIC_RANK = 0
+MIXED_RANK = 1
+PATH_RANK = 7
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_UUID_RX = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_FLOAT_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_UUID_RE = re.compile(_UUID_RX)
+
+
+@dataclass(frozen=True, slots=True)
+class _Converter:
+    name: str
+    regex: str
+    rank: int
+    convert: Callable[[str], Any]
+
+
+def _to_str(value: str) -> str:
+    return value
+
+
+CONVERTERS: dict[str, _Converter] = {
+    "int": _Converter("int", "[0-9]+", 2, int),
+    "float": _Converter("float", r"[0-9]+(?:\.[0-9]+)?", 3, float),
+    "uuid": _Converter("uuid", _UUID_RX, 4, uuid.UUID),
+    "str": _Converter("str", "[^/]+", 6, _to_str),
+    "path": _Converter("path", ".*", PATH_RANK, _to_str),
+}
+_RE_RANK = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One ``{name:type}`` parameter of a template."""
+
+    name: str
+    converter: str  # "int", "float", "uuid", "str", "path" or "re"
+    regex: str  # the regex one value must match in full
+
+    @property
+    def canonical(self) -> str:
+        if self.converter == "str":
+            return "{" + self.name + "}"
+        if self.converter == "re":
+            return "{" + self.name + ":re:" + self.regex + "}"
+        return "{" + self.name + ":" + self.converter + "}"
+
+    @property
+    def shape(self) -> str:
+        return self.canonical.replace("{" + self.name, "{", 1)
+
+    def convert(self, raw: str) -> Any:
+        conv = CONVERTERS.get(self.converter)
+        return conv.convert(raw) if conv is not None else raw
+
+
+class SegmentMatcher:
+    """Matches one ``/``-separated segment of a request path against one template segment.
+
+    ``match(segment)`` returns the converted parameter values (a tuple, empty for a static
+    segment) or ``None``. ``key`` is the segment's shape; ``rank`` its precedence.
+    """
+
+    __slots__ = ("key", "match", "params", "rank")
+
+    def __init__(
+        self, key: str, rank: int, params: tuple[Param, ...], match: Callable[[str], tuple[Any, ...] | None]
+    ) -> None:
+        self.key = key
+        self.rank = rank
+        self.params = params
+        self.match = match
+
+    def __repr__(self) -> str:
+        return f"SegmentMatcher({self.key!r}, rank={self.rank})"
+
+
+def _match_int(seg: str) -> tuple[Any, ...] | None:
+    if seg.isdigit() and seg.isascii():
+        return (int(seg),)
+    return None
+
+
+def _match_float(seg: str) -> tuple[Any, ...] | None:
+    if _FLOAT_RE.fullmatch(seg):
+        return (float(seg),)
+    return None
+
+
+def _match_uuid(seg: str) -> tuple[Any, ...] | None:
+    if len(seg) == 36 and _UUID_RE.fullmatch(seg):
+        return (uuid.UUID(seg),)
+    return None
+
+
+def _match_str(seg: str) -> tuple[Any, ...] | None:
+    return (seg,) if seg else None
+
+
+_SIMPLE_MATCHERS: dict[str, Callable[[str], tuple[Any, ...] | None]] = {
+    "int": _match_int,
+    "float": _match_float,
+    "uuid": _match_uuid,
+    "str": _match_str,
+}
+
+
+def _regex_matcher(pattern: re.Pattern[str], params: tuple[Param, ...]) -> Callable[[str], tuple[Any, ...] | None]:
+    converts = [p.convert for p in params]
+
+    def match(seg: str) -> tuple[Any, ...] | None:
+        m = pattern.fullmatch(seg)
+        if m is None:
+            return None
+        try:
+            return tuple(c(v) for c, v in zip(converts, m.groups(), strict=True))
+        except ValueError:
+            return None
+
+    return match
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A parsed canonical template.
+
+    ``segments`` is a tuple of ``str`` (static segment text) or :class:`SegmentMatcher`;
+    ``path_index`` is the index of the one ``path`` parameter's segment, if any; ``shape`` is the
+    canonical text with parameter names left out (two templates with the same shape match exactly
+    the same paths).
+    """
+
+    text: str
+    segments: tuple[str | SegmentMatcher, ...]
+    params: tuple[Param, ...]
+    shape: str
+    regex: re.Pattern[str]
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    @property
+    def static_prefix(self) -> str:
+        """The template up to its first parameter."""
+        cut = self.text.find("{")
+        return self.text if cut < 0 else self.text[:cut]
+
+    def match(self, path: str) -> dict[str, Any] | None:
+        """Match a whole (decoded) path; the converted parameters, or ``None``.
+
+        Uses the template's full regex, exactly as Starlette matches a route: the slow, simple
+        reference that the trie must agree with.
+        """
+        m = self.regex.fullmatch(path)
+        if m is None:
+            return None
+        out: dict[str, Any] = {}
+        for param, raw in zip(self.params, m.groups(), strict=True):
+            try:
+                out[param.name] = param.convert(raw)
+            except ValueError:
+                return None
+        return out
+
+    def format(self, **values: object) -> str:
+        """Build a path from parameter values (the reverse of :meth:`match`)."""
+        out = self.text
+        for p in self.params:
+            if p.name not in values:
+                raise TemplateError(f"template {self.text} needs a value for {p.name!r}")
+            out = out.replace(p.canonical, str(values[p.name]), 1)
+        return out
+
+
+def _split_pieces(text: str) -> list[str | Param]:
+    """Split template text into literal strings and parameters, honouring balanced braces."""
+    pieces: list[str | Param] = []
+    i = 0
+    literal: list[str] = []
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "}":
+            raise TemplateError(f"unbalanced '}}' at position {i} in template {text!r}")
+        if ch != "{":
+            literal.append(ch)
+            i += 1
+            continue
+        depth = 1
+        j = i + 1
+        while j < n and depth:
+            c = text[j]
+            if c == "\\":
+                j += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+            j += 1
+        if depth:
+            raise TemplateError(f"unclosed '{{' at position {i} in template {text!r}")
+        if literal:
+            pieces.append("".join(literal))
+            literal = []
+        pieces.append(_parse_param(text[i + 1 : j - 1], text))
+        i = j
+    if literal:
+        pieces.append("".join(literal))
+    return pieces
+
+
+def _parse_param(body: str, text: str) -> Param:
+    name, sep, rest = body.partition(":")
+    name = name.strip()
+    if not _IDENT.match(name):
+        raise TemplateError(f"parameter name {name!r} in template {text!r} is not an identifier")
+    if not sep:
+        return Param(name, "str", CONVERTERS["str"].regex)
+    if rest.startswith("re:"):
+        regex = rest[3:]
+        try:
+            compiled = re.compile(regex)
+        except re.error as exc:
+            raise TemplateError(f"bad regex for {name!r} in template {text!r}: {exc}") from None
+        if compiled.groups:
+            # Keep the published text, match with the groups made non-capturing.
+            regex = _noncapturing(regex)
+        if compiled.fullmatch("/") is not None or "/" in regex:
+            raise TemplateError(
+                f"regex parameter {name!r} in template {text!r} may match '/': use a path parameter"
+            )
+        return Param(name, "re", rest[3:])
+    conv = CONVERTERS.get(rest.strip())
+    if conv is None:
+        raise TemplateError(
+            f"unknown converter {rest!r} for {name!r} in template {text!r} "
+            f"(expected one of {', '.join(CONVERTERS)} or re:REGEX)"
+        )
+    return Param(name, conv.name, conv.regex)
+
+
+def _noncapturing(regex: str) -> str:
+    out = []
+    i = 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            out.append(regex[i : i + 2])
+            i += 2
+            continue
+        if c == "(" and not regex.startswith("?", i + 1):
+            out.append("(?:")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _param_regex(p: Param) -> str:
+    return _noncapturing(p.regex) if p.converter == "re" else p.regex
+
+
+def _segment(pieces: list[str | Param], text: str) -> str | SegmentMatcher:
+    if len(pieces) == 1 and isinstance(pieces[0], str):
+        return pieces[0]
+    if not pieces:
+        return ""
+    params = tuple(p for p in pieces if isinstance(p, Param))
+    key = "".join(p if isinstance(p, str) else p.shape for p in pieces)
+    if len(pieces) == 1:
+        p = params[0]
+        if p.converter == "path":  # the trie handles it: it may swallow several segments
+            return SegmentMatcher(key, PATH_RANK, params, _match_str)
+        if p.converter in _SIMPLE_MATCHERS:
+            return SegmentMatcher(key, CONVERTERS[p.converter].rank, params, _SIMPLE_MATCHERS[p.converter])
+        pattern = re.compile(_param_regex(p))
+        return SegmentMatcher(key, _RE_RANK, params, _regex_matcher(re.compile(f"({pattern.pattern})"), params))
+    regex = "".join(re.escape(p) if isinstance(p, str) else f"({_param_regex(p)})" for p in pieces)
+    if not all(isinstance(p, Param) for p in pieces):
+        rank = MIXED_RANK
+    else:
+        rank = max(CONVERTERS[p.converter].rank if p.converter in CONVERTERS else _RE_RANK for p in params)
+    return SegmentMatcher(key, rank, params, _regex_matcher(re.compile(regex), params))
+
+
+@lru_cache(maxsize=65536)
+def parse_template(text: str, *, host: bool = False) -> Template:
+    """Parse a canonical template (or, with ``host=True``, a Host header pattern).
+
+    Raises :class:`~meshware.TemplateError` (a ``ValueError``) with the reason when the text is
+    not a valid template.
+    """
+    if not isinstance(text, str):
+        raise TemplateError(f"a template must be a string, got {type(text).__name__}")
+    if not host and not text.startswith("/"):
+        raise TemplateError(f"template {text!r} must start with '/'")
+    if "\x00" in text or any(c.isspace() for c in text):
+        raise TemplateError(f"template {text!r} contains whitespace or NUL")
+    pieces = _split_pieces(text)
+    params = tuple(p for p in pieces if isinstance(p, Param))
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        raise TemplateError(f"template {text!r} repeats a parameter name")
+    full_regex = "".join(
+        re.escape(p) if isinstance(p, str) else f"({_param_regex(p)})" for p in pieces
+    )
+    shape = "".join(p if isinstance(p, str) else p.shape for p in pieces)
+    if host:
+        return Template(text, (), params, shape, re.compile(full_regex, re.IGNORECASE))
+    path_params = [p for p in params if p.converter == "path"]
+    if len(path_params) > 1:
+        raise TemplateError(f"template {text!r} has more than one path parameter")
+    # Split into segments. A path parameter must fill a whole segment of its own.
+    segments: list[str | SegmentMatcher] = []
+    current: list[str | Param] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            parts = piece.split("/")
+            for k, part in enumerate(parts):
+                if k:
+                    segments.append(_segment(current, text))
+                    current = []
+                if part:
+                    current.append(part)
+        else:
+            current.append(piece)
+    segments.append(_segment(current, text))
+    segments = segments[1:]  # the text starts with '/', so the first segment is empty
+    for seg in segments:
+        if isinstance(seg, SegmentMatcher) and any(p.converter == "path" for p in seg.params):
+            if len(seg.params) != 1 or seg.key != "{:path}":
+                raise TemplateError(
+                    f"template {text!r}: a path parameter must be a whole segment of its own"
+                )
+    return Template(text, tuple(segments), params, shape, re.compile(full_regex))

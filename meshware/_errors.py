@@ -1,0 +1,155 @@
+"""The exceptions meshware raises.
+
+One root, a shallow tree (the shape httpx uses)::
+
+    MeshError
+    ├── ConfigError            (also ValueError)  a setting is missing or wrong
+    ├── RoutingError
+    │   ├── NoRouteError       (also LookupError) no service publishes the method + path
+    │   └── NoEndpointAvailable                   a route exists but no live instance serves it
+    ├── RouteConflictError                        strict mode: this service's routes clash
+    ├── TemplateError          (also ValueError)  a route template cannot be parsed
+    └── RegistryError
+        ├── RegistryUnavailable                   etcd cannot be reached (every endpoint tried)
+        ├── LeaseLost                             the lease expired or was revoked under us
+        ├── BadRecord          (also ValueError)  a record in the registry does not parse
+        └── EtcdError                             etcd answered with an error
+            ├── EtcdAuthError                     wrong user/password, or permission denied
+            └── EtcdCompacted                     a watch asked for a compacted revision
+
+Messages say what was expected and which setting, key or route is at fault, so the user can act
+on them without reading the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BadRecord",
+    "ConfigError",
+    "EtcdAuthError",
+    "EtcdCompacted",
+    "EtcdError",
+    "LeaseLost",
+    "MeshError",
+    "NoEndpointAvailable",
+    "NoRouteError",
+    "RegistryError",
+    "RegistryUnavailable",
+    "RouteConflictError",
+    "RoutingError",
+    "TemplateError",
+]
+
+
+class MeshError(Exception):
+    """Root of every exception meshware raises on purpose."""
+
+
+class ConfigError(MeshError, ValueError):
+    """A setting is missing or has a value meshware cannot use.
+
+    ``setting`` names it (the argument or environment variable) when there is one.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class TemplateError(MeshError, ValueError):
+    """A route template is not in a form meshware understands."""
+
+
+class RoutingError(MeshError):
+    """A request could not be routed to an instance."""
+
+
+class NoRouteError(RoutingError, LookupError):
+    """No service in the mesh publishes a route for this method and path.
+
+    ``allowed`` lists the methods that *would* match the path, when some would
+    (the mesh's equivalent of a 405).
+    """
+
+    def __init__(self, method: str, path: str, *, allowed: Sequence[str] = ()) -> None:
+        self.method = method
+        self.path = path
+        self.allowed = tuple(allowed)
+        if self.allowed:
+            msg = (
+                f"no route for {method} {path}: the path is served, but only for "
+                f"{', '.join(self.allowed)}"
+            )
+        else:
+            msg = (
+                f"no route for {method} {path}: no service in the mesh publishes a matching "
+                "route (see `meshware routes`)"
+            )
+        super().__init__(msg)
+
+
+class NoEndpointAvailable(RoutingError):
+    """A route matched, but its service has no live, serving instance for it."""
+
+    def __init__(self, service: str, template: str, *, reason: str = "") -> None:
+        self.service = service
+        self.template = template
+        msg = f"route {template} of service {service!r} has no serving instance"
+        if reason:
+            msg += f" ({reason})"
+        super().__init__(msg)
+
+
+class RouteConflictError(MeshError):
+    """Strict mode: routes of this service are already claimed by another service."""
+
+
+class RegistryError(MeshError):
+    """Something went wrong between meshware and its registry."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry (etcd) could not be reached on any configured endpoint."""
+
+
+class LeaseLost(RegistryError):
+    """The lease holding this instance's record expired or was revoked."""
+
+
+class BadRecord(RegistryError, ValueError):
+    """A record under the mesh prefix does not follow the documented format."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"bad mesh record at {key!r}: {problem}")
+
+
+class EtcdError(RegistryError):
+    """etcd answered a request with an error.
+
+    ``code`` is etcd's gRPC status code when it sent one (for example 9 for a failed
+    precondition), ``status`` the HTTP status of the gateway's answer.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class EtcdAuthError(EtcdError):
+    """Authentication failed, or the user lacks permission for the key range."""
+
+
+class EtcdCompacted(EtcdError):
+    """A watch asked for a revision that etcd has compacted away.
+
+    ``compact_revision`` is the oldest revision still available; the watcher must re-list.
+    """
+
+    def __init__(self, message: str, *, compact_revision: int) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision

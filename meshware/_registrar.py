@@ -1,0 +1,176 @@
+"""Keeps one instance record in the registry under a lease, and takes it out cleanly.
+
+Design notes
+------------
+* The record lives under a lease of ``ttl`` seconds, refreshed every ``ttl / 3``. A process that
+  dies (``kill -9``) stops refreshing and its record disappears within ``ttl``.
+* If the lease is lost (etcd restarted without its data, a long pause, a partition longer than
+  the TTL), a new lease is granted and the record put again, as soon as etcd answers.
+* While etcd is unreachable nothing raises into the app: the thread logs once and retries with
+  jittered backoff, never longer than a third of the TTL.
+* Shutdown is ordered so deploys lose no request: ``drain()`` marks the record ``draining``
+  (clients stop picking it within milliseconds, in-flight requests go on), ``withdraw()`` deletes
+  it and revokes the lease.
+* After ``fork()`` a child must not touch its parent's lease: :meth:`Registrar.forget` drops the
+  inherited state without any I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+from ._core.backoff import full_jitter
+from ._core.records import InstanceRecord, instance_key
+from ._errors import LeaseLost, MeshError, RegistryError
+from .registry.base import Registry
+
+__all__ = ["Registrar"]
+
+log = logging.getLogger("meshware.registrar")
+
+
+class Registrar:
+    """Publishes ``record`` under ``prefix`` and keeps it alive from a daemon thread."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        record: InstanceRecord,
+        *,
+        prefix: str,
+        ttl: int,
+        rng: random.Random | None = None,
+        on_registered: Callable[[InstanceRecord], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.record = record
+        self.key = instance_key(prefix, record.service, record.instance_id)
+        self.ttl = ttl
+        self.lease = 0
+        self.registered = threading.Event()
+        self._rng = rng or random.Random()
+        self._on_registered = on_registered
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._warned = False
+
+    def start(self) -> bool:
+        """Register now if etcd answers, then keep the lease alive in the background.
+
+        Returns whether the first registration succeeded; when it did not, the background
+        thread keeps trying (the app starts either way).
+        """
+        ok = self._try_register()
+        self._thread = threading.Thread(target=self._run, name="meshware-registrar", daemon=True)
+        self._thread.start()
+        return ok
+
+    def drain(self) -> None:
+        """Mark the record ``draining``: clients stop sending new requests to it."""
+        with self._lock:
+            self.record = self.record.with_state("draining")
+            if self.lease:
+                try:
+                    self.registry.put(self.key, self.record.encode(), lease=self.lease)
+                except MeshError as exc:
+                    log.warning("could not mark %s draining: %s", self.key, exc)
+
+    def withdraw(self) -> None:
+        """Stop the keep-alive, delete the record and revoke the lease (best effort)."""
+        self._stopped.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.ttl)
+        with self._lock:
+            lease, self.lease = self.lease, 0
+            if not lease:
+                return
+            try:
+                self.registry.delete(self.key)
+                self.registry.revoke(lease)
+            except MeshError as exc:
+                log.warning("could not withdraw %s (its lease expires in %s s): %s", self.key, self.ttl, exc)
+        self.registered.clear()
+
+    def forget(self) -> None:
+        """Drop all state inherited across ``fork()``, without touching the parent's lease."""
+        self._stopped.set()
+        self._thread = None
+        self.lease = 0
+        self.registered.clear()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ internals
+
+    def _try_register(self) -> bool:
+        with self._lock:
+            if self._stopped.is_set():
+                return False
+            try:
+                lease = self.registry.grant(self.ttl)
+                self.registry.put(self.key, self.record.encode(), lease=lease)
+            except RegistryError as exc:
+                self._fail(exc)
+                return False
+            self.lease = lease
+        self._succeed()
+        log.info("registered %s (lease %x, ttl %s s)", self.key, lease, self.ttl)
+        self.registered.set()
+        if self._on_registered is not None:
+            self._on_registered(self.record)
+        return True
+
+    def _keepalive(self) -> bool:
+        with self._lock:
+            lease = self.lease
+            if not lease or self._stopped.is_set():
+                return False
+            try:
+                self.registry.keepalive(lease)
+            except LeaseLost:
+                log.warning("lease for %s was lost; registering again", self.key)
+                self.lease = 0
+                self.registered.clear()
+                return False
+            except RegistryError as exc:
+                self._fail(exc)
+                return True
+        self._succeed()
+        return True
+
+    def _fail(self, exc: Exception) -> None:
+        self._failures += 1
+        if not self._warned:
+            log.warning("mesh registry unreachable, %s not (re)registered yet: %s", self.key, exc)
+            self._warned = True
+
+    def _succeed(self) -> None:
+        if self._warned:
+            log.info("mesh registry reachable again for %s", self.key)
+        self._failures = 0
+        self._warned = False
+
+    def _delay(self) -> float:
+        period = self.ttl / 3
+        if not self._failures:
+            return period
+        return min(period, 0.05 + full_jitter(self._failures, base=0.05, cap=period, rng=self._rng))
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(self._delay())
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            if self.lease:
+                if self._keepalive():
+                    continue
+            if not self._stopped.is_set():
+                self._try_register()

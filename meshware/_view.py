@@ -1,0 +1,178 @@
+"""A live routing table: a snapshot of the registry, then a watch from that revision.
+
+Design notes
+------------
+One daemon thread per :class:`MeshView` does all the I/O; requests only read
+:attr:`MeshView.table`, a reference to an immutable :class:`~meshware._core.table.RoutingTable`
+that the thread swaps after applying each batch of updates (no locks on the read path).
+
+* A dropped watch (etcd restarted, connection reset) resumes from the next revision, so no
+  event is lost and none is applied twice; a compacted revision triggers a full re-list.
+* While the registry is unreachable the last-known table stays in force indefinitely (static
+  stability): a registry outage never empties the table and never raises into the app.
+* Records that do not parse are left out of the table with one warning each.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from ._core.backoff import full_jitter
+from ._core.table import Resolution, RoutingTable
+from ._errors import EtcdCompacted, MeshError, RegistryUnavailable
+from .registry.base import Registry, Watch
+
+__all__ = ["MeshView"]
+
+log = logging.getLogger("meshware.view")
+
+
+class MeshView:
+    """Keeps :attr:`table` current for every record under ``prefix``.
+
+    ``start()`` loads the first snapshot before returning (so the table is usable at once when
+    the registry is up) and then watches in a background thread.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        prefix: str = "/meshware",
+        *,
+        rng: random.Random | None = None,
+        on_change: Callable[[RoutingTable], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.prefix = prefix.rstrip("/")
+        self.table = RoutingTable.empty(self.prefix)
+        self._rng = rng or random.Random()
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._watch: Watch | None = None
+        self._next_revision: int | None = None
+        self._warned: dict[str, str] = {}
+        self.connected = False
+        self.last_contact: float | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def start(self, *, first_snapshot_timeout: float | None = None) -> MeshView:
+        """Load the table and start watching; returns ``self``. Idempotent."""
+        if self._thread is not None:
+            return self
+        self._stop.clear()
+        try:
+            self._relist()
+        except MeshError as exc:
+            log.warning("mesh registry unreachable at start, using an empty table for now: %s", exc)
+        self._thread = threading.Thread(target=self._run, name="meshware-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (the table stays as it is)."""
+        self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            watch.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._thread = None
+
+    def resolve(self, method: str, path: str, *, host: str | None = None) -> Resolution:
+        """Resolve through the current table (see :meth:`RoutingTable.resolve`)."""
+        return self.table.resolve(method, path, host=host)
+
+    def wait_for(self, predicate: Callable[[RoutingTable], bool], timeout: float = 5.0) -> RoutingTable:
+        """Block until the table satisfies ``predicate``; raise ``TimeoutError`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self.table):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"the mesh table did not reach the expected state in {timeout} s")
+                self._changed.wait(left)
+            return self.table
+
+    @property
+    def staleness(self) -> float | None:
+        """Seconds since the registry last answered (``None`` before it ever did)."""
+        return None if self.last_contact is None else time.monotonic() - self.last_contact
+
+    # ------------------------------------------------------------------ internals
+
+    def _swap(self, table: RoutingTable) -> None:
+        for key, problem in table.rejected.items():
+            if self._warned.get(key) != problem:
+                log.warning("skipping %s", problem)
+        self._warned = dict(table.rejected)
+        with self._changed:
+            self.table = table
+            self._changed.notify_all()
+        if self._on_change is not None:
+            try:
+                self._on_change(table)
+            except Exception:
+                log.exception("meshware on_change callback failed")
+
+    def _relist(self) -> None:
+        snapshot = self.registry.snapshot(self.prefix + "/")
+        self._contact()
+        self._swap(self.table.apply(snapshot))
+        self._next_revision = snapshot.revision + 1
+
+    def _contact(self) -> None:
+        if not self.connected:
+            if self.last_contact is not None:
+                log.info("mesh registry reachable again")
+            self.connected = True
+        self.last_contact = time.monotonic()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if self._next_revision is None:
+                    self._relist()
+                watch = self.registry.watch(self.prefix + "/", self._next_revision or 0)
+                self._watch = watch
+                if self._stop.is_set():
+                    watch.close()
+                    return
+                self._contact()
+                failures = 0
+                for batch in watch:
+                    self._contact()
+                    if not batch:
+                        continue
+                    table = self.table
+                    for update in batch:
+                        table = table.apply(update)
+                    self._next_revision = batch[-1].revision + 1
+                    self._swap(table)
+                if self._stop.is_set():
+                    return
+                # the stream ended without an error (idle timeout): resume from where we are
+            except EtcdCompacted as exc:
+                log.info("mesh watch revision compacted (%s); re-listing", exc)
+                self._next_revision = None
+            except RegistryUnavailable as exc:
+                if self.connected:
+                    log.warning("mesh registry unreachable, keeping the last-known table: %s", exc)
+                self.connected = False
+                failures += 1
+            except Exception:
+                log.exception("mesh watch failed; retrying")
+                self.connected = False
+                failures += 1
+            finally:
+                self._watch = None
+            if failures:
+                self._stop.wait(full_jitter(min(failures, 8), base=0.05, cap=2.0, rng=self._rng))
