@@ -1,0 +1,99 @@
+"""meshware: Flask and Starlette/FastAPI apps as members of an etcd-backed service mesh.
+
+Each service publishes the routes it serves under a lease (``meshware.integrations.flask`` /
+``meshware.integrations.starlette``); every process that calls other services keeps a live
+routing table (:func:`connect`) and resolves a path like ``/users/42`` to a live instance of the
+service that serves it. See the README for the record format and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._config import EtcdSettings, MemberSettings
+from ._core.records import InstanceRecord, RouteSpec
+from ._core.table import Conflict, Endpoints, Instance, Resolution, Route, RoutingTable
+from ._core.templates import Template, parse_template
+from ._errors import (
+    BadRecord,
+    ConfigError,
+    EtcdAuthError,
+    EtcdCompacted,
+    EtcdError,
+    LeaseLost,
+    MeshError,
+    NoEndpointAvailable,
+    NoRouteError,
+    RegistryError,
+    RegistryUnavailable,
+    RouteConflictError,
+    RoutingError,
+    TemplateError,
+)
+from ._markers import exclude, policy, public
+from ._view import MeshView
+from .registry.base import Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadRecord",
+    "ConfigError",
+    "Conflict",
+    "Endpoints",
+    "EtcdAuthError",
+    "EtcdCompacted",
+    "EtcdError",
+    "EtcdSettings",
+    "Instance",
+    "InstanceRecord",
+    "LeaseLost",
+    "MemberSettings",
+    "MeshError",
+    "MeshView",
+    "NoEndpointAvailable",
+    "NoRouteError",
+    "RegistryError",
+    "RegistryUnavailable",
+    "Resolution",
+    "Route",
+    "RouteConflictError",
+    "RouteSpec",
+    "RoutingError",
+    "RoutingTable",
+    "Template",
+    "TemplateError",
+    "__version__",
+    "connect",
+    "exclude",
+    "parse_template",
+    "policy",
+    "public",
+]
+
+
+def connect(
+    *,
+    etcd_endpoints: str | Sequence[str] | None = None,
+    prefix: str | None = None,
+    registry: Registry | None = None,
+    **etcd_settings: Any,
+) -> MeshView:
+    """A started :class:`MeshView`: the live routing table of the mesh.
+
+    Settings come from the arguments, then the ``MESHWARE_*`` environment variables (see the
+    README). ``registry`` replaces etcd (for example a
+    :class:`~meshware.registry.MemoryRegistry`). Use it as a context manager, or call ``stop()``::
+
+        with meshware.connect() as mesh:
+            found = mesh.resolve("GET", "/users/42")
+            found.service, found.route.template.text, found.params, found.instances
+    """
+    args = {k: v for k, v in dict(etcd_settings, etcd_endpoints=etcd_endpoints, prefix=prefix).items() if v is not None}
+    settings = EtcdSettings.load(args)
+    if registry is None:
+        from .registry.etcd import EtcdRegistry
+
+        registry = EtcdRegistry.from_settings(settings)
+    return MeshView(registry, settings.prefix).start()

@@ -101,6 +101,12 @@ class MeshView:
                 self._changed.wait(left)
             return self.table
 
+    def __enter__(self) -> MeshView:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def staleness(self) -> float | None:
         """Seconds since the registry last answered (``None`` before it ever did)."""

@@ -1,0 +1,114 @@
+"""Flask integration: ``Mesh(app, service="users")`` and the app is a member of the mesh.
+
+Publishes every route of ``app.url_map`` (blueprints, converters, methods) when the server
+starts serving, keeps the registration alive, and withdraws it on SIGTERM/SIGINT (draining
+first) or at exit. Settings come from the arguments, then ``app.config["MESHWARE_..."]``, then
+the environment (see :mod:`meshware._config`).
+
+WSGI has no "server started" hook, so registration starts in a background thread that waits
+for the server's listening socket (or uses ``MESHWARE_ADVERTISE_URL``). Under gunicorn with
+``--preload``, each worker registers itself after the fork.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask
+
+from meshware._member import Member, RegistryFactory
+
+from ._flask_routes import flask_routes
+from ._options import load_settings
+
+__all__ = ["Mesh"]
+
+
+class Mesh:
+    """Make a Flask app a member of the mesh.
+
+    ``Mesh(app, service="users")`` or, with the application-factory pattern,
+    ``mesh = Mesh(service="users")`` then ``mesh.init_app(app)``. ``include`` / ``exclude``
+    are fnmatch patterns on route templates or endpoint names; ``autostart=False`` leaves
+    :meth:`start` to you (tests, scripts).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        service: str | None = None,
+        advertise_url: str | None = None,
+        etcd_endpoints: str | Sequence[str] | None = None,
+        prefix: str | None = None,
+        lease_ttl: int | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        include_static: bool = False,
+        strict: bool | None = None,
+        autostart: bool = True,
+        socket_wait: float = 30.0,
+        registry_factory: RegistryFactory | None = None,
+        **settings: Any,
+    ) -> None:
+        self.options: dict[str, Any] = dict(
+            settings,
+            service=service,
+            advertise_url=advertise_url,
+            etcd_endpoints=etcd_endpoints,
+            prefix=prefix,
+            lease_ttl=lease_ttl,
+            strict=strict,
+        )
+        self.include = include
+        self.exclude = tuple(exclude)
+        self.include_static = include_static
+        self.autostart = autostart
+        self.socket_wait = socket_wait
+        self.registry_factory = registry_factory
+        self.member: Member | None = None
+        self.app: Flask | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Attach to ``app``; reads ``app.config`` and fails now if a setting is wrong."""
+        settings = load_settings(self.options, app.config)
+        self.app = app
+        self.member = Member(
+            settings,
+            routes=lambda: flask_routes(
+                app, include=self.include, exclude=self.exclude, include_static=self.include_static
+            ),
+            routing="specificity",
+            framework="flask",
+            registry_factory=self.registry_factory,
+        )
+        app.extensions["meshware"] = self
+        app.before_request(self._before_request)
+        if self.autostart:
+            self.start()
+
+    def start(self) -> None:
+        """Register in the background (waits for the listening socket) and withdraw at exit."""
+        member = self._require_member()
+        member.install_signal_handlers()
+        member.start(socket_wait=self.socket_wait, background=True)
+        member.stop_at_exit()
+
+    def stop(self) -> None:
+        """Drain and withdraw now."""
+        self._require_member().stop()
+
+    def _before_request(self) -> None:
+        # Servers such as gunicorn install their signal handlers after importing the app; the
+        # first request (handled on the main thread by sync workers) lets us wrap them.
+        member = self.member
+        if member is not None and not member._signals_wrapped:
+            member.install_signal_handlers()
+
+    def _require_member(self) -> Member:
+        if self.member is None:
+            raise RuntimeError("Mesh.init_app(app) has not been called")
+        return self.member

@@ -1,0 +1,351 @@
+"""Mesh membership for one app in one process: the lifecycle the framework adapters hook into.
+
+Design notes
+------------
+The framework adapters (``meshware.integrations.*``) only introspect routes and call
+``start()`` / ``stop()`` at the right moments; everything else is here, once:
+
+* **The record** is built at ``start()`` from the adapter's routes, the settings, and the
+  advertised URL (``MESHWARE_ADVERTISE_URL``, else the process's listening socket, waited for
+  when the server has not bound it yet: Flask's dev server binds after importing the app).
+* **Shutdown order** (no request lost in a deploy): on SIGTERM/SIGINT the record is marked
+  ``draining`` and, after ``drain_delay``, deleted, *before* the server's own handler starts
+  closing its listener; the server then finishes in-flight requests; the lease is revoked when
+  the app shuts down (lifespan shutdown, or ``atexit`` for WSGI servers).
+* **Processes**: every serving process holds its own record and lease (the instance id holds
+  the pid); clients dedupe by URL. Under gunicorn with ``--preload`` the app is imported in the
+  master, which never serves: registration is deferred to each forked worker. A child forked by
+  anything else (a ``multiprocessing`` pool) silently drops the inherited state, touching
+  neither its parent's lease nor the registry.
+* **Strict mode** refuses to start when another service already wins one of this service's
+  routes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from ._config import EtcdSettings, MemberSettings
+from ._core.records import InstanceRecord, RouteSpec, Routing, instance_key
+from ._core.table import Entry, RoutingTable, Upsert
+from ._errors import ConfigError, MeshError, RouteConflictError
+from ._listen import listening_urls
+from ._registrar import Registrar
+from .registry.base import Registry
+
+__all__ = ["Member", "default_registry"]
+
+log = logging.getLogger("meshware")
+
+RegistryFactory = Callable[[EtcdSettings], Registry]
+
+_members: weakref.WeakSet[Member] = weakref.WeakSet()
+_fork_hook_installed = False
+
+
+def default_registry(settings: EtcdSettings) -> Registry:
+    """The etcd registry described by ``settings``."""
+    from .registry.etcd import EtcdRegistry
+
+    return EtcdRegistry.from_settings(settings)
+
+
+class Member:
+    """One app's membership in the mesh, for this process."""
+
+    def __init__(
+        self,
+        settings: MemberSettings,
+        *,
+        routes: Callable[[], Sequence[RouteSpec]],
+        routing: Routing,
+        framework: str,
+        registry_factory: RegistryFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self._routes = routes
+        self.routing: Routing = routing
+        self.framework = framework
+        self._registry_factory = registry_factory or default_registry
+        self.registry: Registry | None = None
+        self.registrar: Registrar | None = None
+        self.record: InstanceRecord | None = None
+        self._deferred_to_children = False
+        self._stopping = False
+        self._signals_wrapped: set[int] = set()
+        self._starter: threading.Thread | None = None
+        _members.add(self)
+        _install_fork_hook()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def instance_id(self) -> str | None:
+        return self.record.instance_id if self.record is not None else None
+
+    def start(self, *, socket_wait: float = 0.0, background: bool = False) -> None:
+        """Publish this instance and keep it registered.
+
+        ``socket_wait`` is how long to wait for the server's listening socket when no
+        advertise URL is set; with ``background=True`` that wait happens in a thread and
+        ``start()`` returns at once (WSGI apps, whose server binds after importing them).
+        """
+        if _gunicorn_role() == "master":
+            log.info("meshware: gunicorn master (--preload); each worker registers itself")
+            self._deferred_to_children = True
+            return
+        self._stopping = False
+        if background:
+            self._starter = threading.Thread(
+                target=self._start_logged, args=(socket_wait,), name="meshware-start", daemon=True
+            )
+            self._starter.start()
+        else:
+            self._start(socket_wait)
+
+    def _start_logged(self, socket_wait: float) -> None:
+        try:
+            self._start(socket_wait)
+        except MeshError as exc:
+            log.error("meshware could not register %s: %s", self.settings.service, exc)
+
+    def _start(self, socket_wait: float) -> None:
+        url = self._advertise_url(socket_wait)
+        if os.environ.get("WERKZEUG_SERVER_FD") and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
+            log.info("meshware: werkzeug reloader parent; the serving child registers itself")
+            return
+        routes = tuple(self._routes())
+        pid = os.getpid()
+        hostname = socket.gethostname()
+        instance_id = f"{_safe(hostname)}-{pid}-{uuid.uuid4().hex[:8]}"
+        record = InstanceRecord(
+            service=self.settings.service,
+            instance_id=instance_id,
+            url=url,
+            routes=routes,
+            routing=self.routing,
+            zone=self.settings.zone,
+            weight=self.settings.weight,
+            version=self.settings.version,
+            labels=self.settings.labels,
+            framework=self.framework,
+            pid=pid,
+            hostname=hostname,
+            started_at=time.time(),
+        )
+        registry = self._registry_factory(self.settings.etcd)
+        if self.settings.strict:
+            self._check_conflicts(registry, record)
+        self.registry = registry
+        self.record = record
+        self.registrar = Registrar(registry, record, prefix=self.settings.etcd.prefix, ttl=self.settings.lease_ttl)
+        self.registrar.start()
+        if self.settings.strict:
+            log.info("meshware strict mode: no route of %s is claimed by another service", record.service)
+
+    def drain(self) -> None:
+        """Mark this instance draining, wait ``drain_delay``, then withdraw its record.
+
+        In-flight requests go on; clients stop sending new ones. The lease stays until
+        :meth:`stop`.
+        """
+        registrar = self.registrar
+        if registrar is None or self._stopping:
+            return
+        self._stopping = True
+        registrar.drain()
+        if self.settings.drain_delay:
+            time.sleep(self.settings.drain_delay)
+        if registrar.lease:
+            try:
+                assert self.registry is not None
+                self.registry.delete(registrar.key)
+            except MeshError as exc:
+                log.warning("could not withdraw %s: %s", registrar.key, exc)
+
+    def stop(self) -> None:
+        """Drain (if not done yet), delete the record, revoke the lease. Idempotent."""
+        self.drain()
+        registrar, self.registrar = self.registrar, None
+        if registrar is not None:
+            registrar.withdraw()
+            log.info("withdrew %s", registrar.key)
+        registry, self.registry = self.registry, None
+        if registry is not None:
+            registry.close()
+
+    def wait_registered(self, timeout: float = 10.0) -> bool:
+        """Block until the first registration succeeded (for tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            registrar = self.registrar
+            if registrar is not None:
+                return registrar.registered.wait(max(0.0, deadline - time.monotonic()))
+            starter = self._starter
+            if starter is not None:
+                starter.join(min(0.05, max(0.0, deadline - time.monotonic())))
+            else:
+                return False
+        return False
+
+    # ------------------------------------------------------------------ signals and exit
+
+    def install_signal_handlers(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """Drain before the server's own handler runs (main thread only; else a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in signals:
+            previous = signal.getsignal(signum)
+            if getattr(previous, "_meshware_member", None) is not None:
+                continue
+            handler = _chained_handler(self, signum, previous)
+            try:
+                signal.signal(signum, handler)
+            except (ValueError, OSError):
+                continue
+            self._signals_wrapped.add(signum)
+
+    def stop_at_exit(self) -> None:
+        """Withdraw at interpreter exit (for WSGI servers, which have no shutdown hook)."""
+        atexit.register(_stop_quietly, weakref.ref(self))
+
+    # ------------------------------------------------------------------ internals
+
+    def _advertise_url(self, socket_wait: float) -> str:
+        if self.settings.advertise_url:
+            return self.settings.advertise_url
+        deadline = time.monotonic() + socket_wait
+        while True:
+            urls = listening_urls()
+            if len(urls) == 1:
+                return urls[0]
+            if len(urls) > 1:
+                raise ConfigError(
+                    f"this process listens on several addresses ({', '.join(urls)}): set "
+                    "MESHWARE_ADVERTISE_URL (or advertise_url=) to the one peers should call",
+                    setting="advertise_url",
+                )
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    "cannot tell which URL this instance serves: no listening socket found in this "
+                    "process. Set MESHWARE_ADVERTISE_URL (or advertise_url=), e.g. http://10.0.0.5:8000",
+                    setting="advertise_url",
+                )
+            time.sleep(0.02)
+
+    def _check_conflicts(self, registry: Registry, record: InstanceRecord) -> None:
+        prefix = self.settings.etcd.prefix
+        snapshot = registry.snapshot(prefix + "/")
+        rev = snapshot.revision + 1
+        mine = Entry(instance_key(prefix, record.service, record.instance_id), record.encode(), rev, rev)
+        table = RoutingTable.empty(prefix).apply(snapshot).apply(Upsert(mine, rev))
+        lost = [
+            f"{c.method} {c.shape} (held by {c.winner.service})"
+            for c in table.conflicts()
+            if any(r.service == record.service for r in c.losers)
+        ]
+        if lost:
+            raise RouteConflictError(
+                f"strict mode: service {record.service!r} cannot claim routes already served by "
+                f"other services: {'; '.join(lost)}"
+            )
+
+    def _after_fork_in_child(self) -> None:
+        registrar = self.registrar
+        if registrar is not None:
+            registrar.forget()
+        self.registrar = None
+        self.registry = None  # the parent's connections are not ours to use or close
+        self.record = None
+        self._starter = None
+        if self._deferred_to_children:
+            self._deferred_to_children = False
+            self.start(socket_wait=30.0, background=True)
+            self.stop_at_exit()
+
+
+def _chained_handler(member: Member, signum: int, previous: Any) -> Callable[[int, FrameType | None], Any]:
+    def handler(sig: int, frame: FrameType | None) -> Any:
+        if callable(previous):
+            if member.settings.drain_delay:
+                # don't block the server's loop for the delay: drain, then hand over
+                def drain_then_continue() -> None:
+                    _drain_quietly(member, sig)
+                    previous(sig, frame)
+
+                threading.Thread(target=drain_then_continue, name="meshware-drain", daemon=True).start()
+                return None
+            _drain_quietly(member, sig)
+            return previous(sig, frame)
+        _drain_quietly(member, sig)
+        if previous == signal.SIG_DFL:
+            _stop_quietly(weakref.ref(member))
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        return None
+
+    handler._meshware_member = member  # type: ignore[attr-defined]
+    return handler
+
+
+def _drain_quietly(member: Member, sig: int) -> None:
+    try:
+        member.drain()
+    except Exception:  # never let meshware break the server's shutdown
+        log.exception("meshware drain on signal %s failed", sig)
+
+
+def _stop_quietly(ref: weakref.ref[Member]) -> None:
+    member = ref()
+    if member is not None:
+        try:
+            member.stop()
+        except Exception:
+            log.exception("meshware could not withdraw at exit")
+
+
+def _install_fork_hook() -> None:
+    global _fork_hook_installed
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
+
+
+def _after_fork_in_child() -> None:
+    for member in list(_members):
+        member._after_fork_in_child()
+
+
+def _gunicorn_role() -> str | None:
+    """``"master"`` when called while gunicorn's arbiter loads the app (``--preload``)."""
+    if "gunicorn.arbiter" not in sys.modules:
+        return None
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
+    role = None
+    frame: FrameType | None = sys._getframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Worker):
+            return "worker"
+        if isinstance(owner, Arbiter):
+            role = "master"
+        frame = frame.f_back
+    return role
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)[:60] or "host"

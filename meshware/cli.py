@@ -1,0 +1,215 @@
+"""The ``meshware`` command: look at the mesh, resolve paths, run a local etcd.
+
+Every command reads the same ``MESHWARE_*`` settings as the library (``--etcd`` and
+``--prefix`` override them) and prints a table for people or, with ``--json``, JSON for scripts.
+Exit status: 0 on success, 1 when a path does not resolve, 2 on bad usage or settings, 3 when
+etcd cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from ._config import EtcdSettings
+from ._core.table import RoutingTable
+from ._errors import ConfigError, MeshError, NoRouteError, RegistryUnavailable
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mesh_options(func: F) -> F:
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+    func = click.option("--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX or /meshware).")(func)
+    func = click.option(
+        "--etcd",
+        "etcd",
+        default=None,
+        help="etcd endpoints, comma-separated (default: $MESHWARE_ETCD_ENDPOINTS or http://127.0.0.1:2379).",
+    )(func)
+    return func
+
+
+def _load_table(etcd: str | None, prefix: str | None) -> RoutingTable:
+    from .registry.etcd import EtcdRegistry
+
+    args = {k: v for k, v in {"etcd_endpoints": etcd, "prefix": prefix}.items() if v is not None}
+    try:
+        settings = EtcdSettings.load(args)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    registry = EtcdRegistry.from_settings(settings)
+    try:
+        snapshot = registry.snapshot(settings.prefix + "/")
+    except RegistryUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    finally:
+        registry.close()
+    table = RoutingTable.empty(settings.prefix).apply(snapshot)
+    for problem in table.rejected.values():
+        click.echo(f"warning: skipping {problem}", err=True)
+    return table
+
+
+def _print_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    click.echo(line.rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group()
+@click.version_option(package_name="meshware")
+def main() -> None:
+    """Look at and work with a meshware service mesh."""
+
+
+@main.command()
+@_mesh_options
+def routes(etcd: str | None, prefix: str | None, as_json: bool) -> None:
+    """Every route in the mesh: methods, template, service, instances, public, conflicts."""
+    table = _load_table(etcd, prefix)
+    lost: dict[tuple[str, str], list[str]] = {}
+    for conflict in table.conflicts():
+        for loser in conflict.losers:
+            key = (loser.service, loser.template.text)
+            lost.setdefault(key, []).append(f"{conflict.method} lost to {conflict.winner.service}")
+    items = []
+    for route, endpoints in table.routes():
+        items.append(
+            {
+                "methods": sorted(route.methods),
+                "template": route.template.text,
+                "service": route.service,
+                "instances": len(endpoints.serving),
+                "draining": len(endpoints.all) - len(endpoints.serving),
+                "public": route.spec.public,
+                "kind": route.spec.kind,
+                "name": route.spec.name,
+                "conflicts": lost.get((route.service, route.template.text), []),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"revision": table.revision, "routes": items}, indent=2))
+        return
+    rows = [
+        [
+            ",".join(i["methods"]),
+            i["template"],
+            i["service"],
+            str(i["instances"]) + (f" (+{i['draining']} draining)" if i["draining"] else ""),
+            "yes" if i["public"] else "",
+            "; ".join(i["conflicts"]),
+        ]
+        for i in items
+    ]
+    _print_table(rows, ["METHODS", "TEMPLATE", "SERVICE", "INSTANCES", "PUBLIC", "CONFLICT"])
+    if not items:
+        click.echo("(no routes: is any service registered under this prefix?)", err=True)
+
+
+@main.command()
+@click.argument("service", required=False)
+@_mesh_options
+def instances(service: str | None, etcd: str | None, prefix: str | None, as_json: bool) -> None:
+    """The instances of SERVICE (or of every service)."""
+    table = _load_table(etcd, prefix)
+    found = table.instances(service)
+    records = {r.instance_id: r for _, r in table.records()}
+    items = [
+        {
+            "service": i.service,
+            "url": i.url,
+            "state": i.state,
+            "records": list(i.records),
+            "pids": [records[r].pid for r in i.records if r in records],
+            "version": i.version,
+            "zone": i.zone,
+            "weight": i.weight,
+        }
+        for i in found
+    ]
+    if as_json:
+        click.echo(json.dumps({"revision": table.revision, "instances": items}, indent=2))
+        return
+    if service is not None and not found:
+        click.echo(f"no instances of {service!r}", err=True)
+    rows = [
+        [i["service"], i["url"], i["state"], str(len(i["records"])), i["version"] or "", i["zone"] or ""]
+        for i in items
+    ]
+    _print_table(rows, ["SERVICE", "URL", "STATE", "PROCESSES", "VERSION", "ZONE"])
+
+
+@main.command()
+@click.argument("method")
+@click.argument("path")
+@click.option("--host", default=None, help="Host header, for routes bound to a host.")
+@_mesh_options
+def resolve(method: str, path: str, host: str | None, etcd: str | None, prefix: str | None, as_json: bool) -> None:
+    """Which service, route and instances would serve METHOD PATH."""
+    table = _load_table(etcd, prefix)
+    try:
+        found = table.resolve(method, path, host=host)
+    except NoRouteError as exc:
+        if as_json:
+            click.echo(json.dumps({"error": str(exc), "allowed": list(exc.allowed)}))
+        else:
+            click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    item = {
+        "service": found.service,
+        "template": found.route.template.text,
+        "name": found.route.spec.name,
+        "params": {k: str(v) for k, v in found.params.items()},
+        "instances": [i.url for i in found.instances],
+        "public": found.route.spec.public,
+    }
+    if as_json:
+        click.echo(json.dumps(item, indent=2))
+        return
+    click.echo(f"service:   {item['service']}")
+    click.echo(f"route:     {item['template']}" + (f"  ({item['name']})" if item["name"] else ""))
+    click.echo(f"params:    {json.dumps(item['params'])}")
+    click.echo(f"instances: {', '.join(item['instances']) or '(none serving)'}")
+
+
+@main.command()
+@click.option("--port", default=2379, show_default=True, help="Client port on 127.0.0.1.")
+@click.option("--data-dir", default=None, help="Keep etcd's data here (default: a temporary dir).")
+def dev(port: int, data_dir: str | None) -> None:
+    """Run a local etcd for development, until Ctrl-C."""
+    from .testing.etcd import EtcdServer
+
+    server = EtcdServer(data_dir, client_port=port)
+    try:
+        server.start()
+    except (OSError, RuntimeError, MeshError) as exc:
+        click.echo(f"error: could not start etcd: {exc}", err=True)
+        sys.exit(3)
+    click.echo(f"etcd {server.endpoint} (pid {server.pid}); export MESHWARE_ETCD_ENDPOINTS={server.endpoint}")
+    click.echo("Ctrl-C to stop.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

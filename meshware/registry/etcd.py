@@ -1,0 +1,95 @@
+"""The etcd registry: the :class:`~meshware.registry.Registry` port over meshware's etcd client.
+
+A thin adapter: etcd key-values become :class:`~meshware._core.table.Entry` values, watch
+events become ``Upsert`` / ``Delete`` updates stamped with their revision. The client does the
+failover between endpoints, authentication, TLS and error mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .._config import EtcdSettings
+from .._core.table import Delete, Entry, Reset, Update, Upsert
+from ..etcd import EtcdClient, KeyValue, TLSConfig
+
+__all__ = ["EtcdRegistry"]
+
+# A watch stream with no traffic for this long is re-opened (from the same revision), so a
+# silently dead connection is noticed; etcd's own progress notifications come every 10 minutes.
+WATCH_IDLE_TIMEOUT = 30.0
+
+
+class EtcdRegistry:
+    """The registry port on an :class:`~meshware.etcd.EtcdClient`."""
+
+    def __init__(self, client: EtcdClient, *, watch_idle_timeout: float = WATCH_IDLE_TIMEOUT) -> None:
+        self.client = client
+        self.watch_idle_timeout = watch_idle_timeout
+
+    @classmethod
+    def from_settings(cls, settings: EtcdSettings) -> EtcdRegistry:
+        """An etcd registry for the endpoints, TLS files and credentials in ``settings``."""
+        tls = None
+        if settings.ca_file or settings.cert_file:
+            tls = TLSConfig(ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file)
+        client = EtcdClient(
+            settings.endpoints,
+            timeout=settings.timeout,
+            tls=tls,
+            username=settings.username,
+            password=settings.password,
+        )
+        return cls(client)
+
+    def snapshot(self, prefix: str) -> Reset:
+        result = self.client.get_prefix(prefix)
+        return Reset(tuple(_entry(kv) for kv in result.kvs), result.revision)
+
+    def watch(self, prefix: str, start_revision: int) -> _EtcdWatch:
+        return _EtcdWatch(self, prefix, start_revision)
+
+    def grant(self, ttl: int) -> int:
+        return self.client.lease_grant(ttl).id
+
+    def keepalive(self, lease: int) -> int:
+        return self.client.lease_keepalive(lease)
+
+    def revoke(self, lease: int) -> None:
+        self.client.lease_revoke(lease)
+
+    def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        return self.client.put(key, value, lease=lease).revision
+
+    def delete(self, key: str) -> None:
+        self.client.delete(key)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _EtcdWatch:
+    def __init__(self, registry: EtcdRegistry, prefix: str, start_revision: int) -> None:
+        self._stream = registry.client.watch_prefix(
+            prefix,
+            start_revision=start_revision or None,
+            read_timeout=registry.watch_idle_timeout,
+        )
+
+    def __iter__(self) -> Iterator[list[Update]]:
+        for response in self._stream:
+            batch: list[Update] = []
+            for event in response.events:
+                kv = event.kv
+                if event.type == "DELETE":
+                    batch.append(Delete(kv.key, kv.mod_revision))
+                else:
+                    batch.append(Upsert(_entry(kv), kv.mod_revision))
+            yield batch
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _entry(kv: KeyValue) -> Entry:
+    return Entry(kv.key, kv.value, kv.create_revision, kv.mod_revision)
