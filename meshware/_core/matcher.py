@@ -28,6 +28,7 @@ __all__ = ["Trie"]
 
 V = TypeVar("V")
 R = TypeVar("R")
+A = TypeVar("A")
 
 
 class _Node(Generic[V]):
@@ -83,13 +84,46 @@ class Trie(Generic[V]):
         size = self._size + (old is None and value is not None) - (old is not None and value is None)
         return Trie(root if root is not None else _Node(), size)
 
-    def match(self, path: str, accept: Callable[[V, tuple[Any, ...]], R | None]) -> R | None:
+    def match(self, path: str, accept: Callable[[V, tuple[Any, ...], A], R | None], arg: A) -> R | None:
         """Walk a decoded path (``/a/b``); the first ``accept`` result in precedence order.
 
-        ``accept`` gets the terminal value and the converted parameter values in template order.
+        ``accept(value, params, arg)`` gets the terminal value, the raw (unconverted) parameter
+        strings in template order, and ``arg`` (passed through, so callers need no closure per call).
         """
         segs = path.split("/")
-        return _walk(self._root, segs, 1, len(segs), (), accept)
+        n = len(segs)
+        # Fast path: follow the depth-first search's *first* choice at every level in a loop.
+        # If that first path reaches an accepted terminal, it is the DFS's answer; only when it
+        # dead-ends does the full backtracking search run (and repeat this work).
+        node = self._root
+        values: tuple[Any, ...] = ()
+        i = 1
+        while i < n:
+            seg = segs[i]
+            child = node.static.get(seg)
+            if child is None:
+                for matcher, dchild in node.dynamic:
+                    m = matcher.fullmatch(seg)
+                    if m is not None:
+                        child = dchild
+                        values += m.groups()
+                        break
+                else:
+                    path_child = node.path
+                    if path_child is None or not path_child[1].is_leaf():
+                        break
+                    node = path_child[1]
+                    values = (*values, "/".join(segs[i:]))
+                    i = n
+                    continue
+            node = child
+            i += 1
+        else:
+            if node.terminal is not None:
+                found = accept(node.terminal, values, arg)
+                if found is not None:
+                    return found
+        return _walk(self._root, segs, 1, n, (), accept, arg)
 
     def values(self) -> Iterator[V]:
         """Every stored value (in no particular order)."""
@@ -148,22 +182,23 @@ def _walk(
     i: int,
     n: int,
     values: tuple[Any, ...],
-    accept: Callable[[V, tuple[Any, ...]], R | None],
+    accept: Callable[[V, tuple[Any, ...], A], R | None],
+    arg: A,
 ) -> R | None:
     if i == n:
         if node.terminal is not None:
-            return accept(node.terminal, values)
+            return accept(node.terminal, values, arg)
         return None
     seg = segs[i]
     child = node.static.get(seg)
     if child is not None:
-        found = _walk(child, segs, i + 1, n, values, accept)
+        found = _walk(child, segs, i + 1, n, values, accept, arg)
         if found is not None:
             return found
     for matcher, dchild in node.dynamic:
-        got = matcher.match(seg)
-        if got is not None:
-            found = _walk(dchild, segs, i + 1, n, values + got, accept)
+        m = matcher.fullmatch(seg)
+        if m is not None:
+            found = _walk(dchild, segs, i + 1, n, values + m.groups(), accept, arg)
             if found is not None:
                 return found
     if node.path is not None:
@@ -171,11 +206,11 @@ def _walk(
         if pchild.is_leaf():
             # the common case, `/static/{p:path}`: swallow the rest
             if pchild.terminal is not None:
-                return accept(pchild.terminal, (*values, "/".join(segs[i:])))
+                return accept(pchild.terminal, (*values, "/".join(segs[i:])), arg)
             return None
         # greedy like Starlette's `.*`: the longest run of segments first
         for j in range(n, i, -1):
-            found = _walk(pchild, segs, j, n, (*values, "/".join(segs[i:j])), accept)
+            found = _walk(pchild, segs, j, n, (*values, "/".join(segs[i:j])), accept, arg)
             if found is not None:
                 return found
     return None

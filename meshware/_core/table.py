@@ -132,6 +132,14 @@ class Route:
     rank: tuple[int, str]
     order: int
     shadows: tuple[Route, ...] = ()
+    names: tuple[str, ...] = ()
+    key: str = ""
+    converts: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", self.template.param_names)
+        object.__setattr__(self, "converts", any(p.converter in ("int", "float", "uuid") for p in self.template.params))
+        object.__setattr__(self, "key", f"{self.service} {self.template.text}")
 
     @property
     def any_method(self) -> bool:
@@ -146,7 +154,7 @@ class Route:
             self.spec,
             self.rank,
             self.order,
-            tuple(s.template.text for s in self.shadows),
+            tuple((s.template.text, s.methods, s.spec) for s in self.shadows),
         )
 
 
@@ -158,13 +166,21 @@ class Endpoints:
     serving: tuple[Instance, ...]
 
 
-@dataclass(frozen=True, slots=True)
 class Resolution:
-    """The answer to "who serves ``METHOD path``?"."""
+    """The answer to "who serves ``METHOD path``?": route, parameters, instances.
 
-    route: Route
-    params: dict[str, Any]
-    endpoints: Endpoints
+    (A plain slotted class rather than a frozen dataclass: one is built per request.)
+    """
+
+    __slots__ = ("endpoints", "params", "route")
+
+    def __init__(self, route: Route, params: dict[str, Any], endpoints: Endpoints) -> None:
+        self.route = route
+        self.params = params
+        self.endpoints = endpoints
+
+    def __repr__(self) -> str:
+        return f"Resolution(service={self.route.service!r}, template={self.route.template.text!r}, params={self.params!r})"
 
     @property
     def service(self) -> str:
@@ -196,7 +212,7 @@ class Conflict:
 class _Terminal:
     """What a trie leaf holds: the claims on one template shape, per method, best first."""
 
-    __slots__ = ("by_method", "routes")
+    __slots__ = ("by_method", "first", "routes")
 
     def __init__(self, routes: Iterable[Route]) -> None:
         ordered = sorted(routes, key=lambda r: (r.rank, r.service, r.template.text))
@@ -209,6 +225,14 @@ class _Terminal:
         if wildcard:
             by_method[ANY_METHOD] = wildcard
         self.by_method = by_method
+        # the hot path's answer, per method: the best claim not bound to a Host header
+        first: dict[str, Route] = {}
+        for m, claims in by_method.items():
+            for r in claims:
+                if r.spec.host is None:
+                    first[m] = r
+                    break
+        self.first = first
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +253,7 @@ class RoutingTable:
 
     __slots__ = (
         "_by_shape",
+        "_endpoints",
         "_records",
         "_services",
         "_trie",
@@ -245,6 +270,7 @@ class RoutingTable:
         _services: Mapping[str, _Service] | None = None,
         _trie: Trie[_Terminal] | None = None,
         _by_shape: Mapping[str, frozenset[tuple[str, str]]] | None = None,
+        _endpoints: Mapping[str, Endpoints] | None = None,
         rejected: Mapping[str, str] | None = None,
         revision: int = 0,
     ) -> None:
@@ -253,6 +279,7 @@ class RoutingTable:
         self._services: Mapping[str, _Service] = _services or {}
         self._trie: Trie[_Terminal] = _trie if _trie is not None else Trie()
         self._by_shape: Mapping[str, frozenset[tuple[str, str]]] = _by_shape or {}
+        self._endpoints: Mapping[str, Endpoints] = _endpoints or {}
         self.rejected: Mapping[str, str] = rejected or {}
         self.revision = revision
 
@@ -288,44 +315,40 @@ class RoutingTable:
         raise NoRouteError(method.upper(), path, allowed=found)
 
     def match(self, method: str, path: str, *, host: str | None = None) -> Resolution | tuple[str, ...]:
-        """Like :meth:`resolve`, but returns the allowed methods (maybe empty) instead of raising."""
+        """Like :meth:`resolve`, but returns the allowed methods (maybe empty) instead of raising.
+
+        This is the request hot path: no locks, no I/O, one trie walk.
+        """
         method = method.upper()
-        clean = _clean_path(path)
-        allowed: set[str] = set()
-
-        def accept(term: _Terminal, values: tuple[Any, ...]) -> Resolution | None:
-            routes = term.by_method.get(method) or term.by_method.get(ANY_METHOD)
-            if routes:
-                for route in routes:
-                    if route.spec.host is not None and not _host_ok(route.spec.host, host):
-                        continue
-                    return self._resolution(route, values, method, clean)
-            for route in term.routes:
-                if route.spec.host is None or _host_ok(route.spec.host, host):
-                    allowed.update(route.methods)
-            return None
-
-        res = self._trie.match(clean, accept)
-        if res is None and not allowed and clean != "/":
+        if "?" in path or "%" in path or path[:1] != "/":
+            path = _clean_path(path)
+        acceptor = _accept_any_host if host is None else _host_acceptor(host)
+        found = self._trie.match(path, acceptor, method)
+        if found is None:
+            allowed: set[str] = set()
+            self._trie.match(path, _allowed_acceptor(host, allowed), method)
+            if allowed or path == "/":
+                return tuple(sorted(allowed))
             # Both frameworks redirect a missing or extra trailing slash: route it to the owner.
-            toggled = clean[:-1] if clean.endswith("/") else clean + "/"
-            res = self._trie.match(toggled, accept)
-            allowed.clear()
-        if res is not None:
-            return res
-        return tuple(sorted(allowed))
-
-    def _resolution(self, route: Route, values: tuple[Any, ...], method: str, path: str) -> Resolution:
-        for earlier in route.shadows:
-            if earlier.allows(method):
-                params = earlier.template.match(path)
-                if params is not None:
-                    route = earlier
-                    break
+            path = path[:-1] if path.endswith("/") else path + "/"
+            found = self._trie.match(path, acceptor, method)
+            if found is None:
+                return ()
+        route, values = found
+        if route.shadows:
+            for earlier in route.shadows:
+                if earlier.allows(method):
+                    params = earlier.template.match(path)
+                    if params is not None:
+                        route = earlier
+                        break
+            else:
+                params = route.template.convert(values)
+        elif values:
+            params = route.template.convert(values) if route.converts else dict(zip(route.names, values))
         else:
-            params = dict(zip(route.template.param_names, values, strict=True))
-        svc = self._services[route.service]
-        return Resolution(route, params, svc.endpoints.get(route.template.text, _EMPTY_ENDPOINTS))
+            params = {}
+        return Resolution(route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS))
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -443,6 +466,7 @@ class RoutingTable:
                 by_service[record.service].append((entry, record))
         services = dict(self._services)
         by_shape = dict(self._by_shape)
+        endpoints = dict(self._endpoints)
         dirty_shapes: dict[str, Template] = {}
         for name, members in by_service.items():
             old = services.get(name)
@@ -465,10 +489,15 @@ class RoutingTable:
                     by_shape[shape] = frozenset(claims)
                 else:
                     by_shape.pop(shape, None)
+            if old is not None:
+                for text in old.endpoints:
+                    endpoints.pop(f"{name} {text}", None)
             if new is None:
                 services.pop(name, None)
             else:
                 services[name] = new
+                for text, eps in new.endpoints.items():
+                    endpoints[f"{name} {text}"] = eps
         trie = self._trie
         for shape, template in dirty_shapes.items():
             claims = by_shape.get(shape)
@@ -482,6 +511,7 @@ class RoutingTable:
             _services=services,
             _trie=trie,
             _by_shape=by_shape,
+            _endpoints=endpoints,
             rejected=rejected,
             revision=max(revision, self.revision),
         )
@@ -583,6 +613,37 @@ def _may_overlap(a: Template, b: Template) -> bool:
         elif isinstance(x, SegmentMatcher) and isinstance(y, str) and x.match(y) is None:
             return False
     return True
+
+
+_Found = tuple[Route, tuple[Any, ...]]
+
+
+def _accept_any_host(term: _Terminal, values: tuple[Any, ...], method: str) -> _Found | None:
+    """The hot path: the best claim for ``method`` that is not bound to a Host."""
+    route = term.first.get(method) or term.first.get(ANY_METHOD)
+    return None if route is None else (route, values)
+
+
+def _host_acceptor(host: str) -> Any:
+    def accept(term: _Terminal, values: tuple[Any, ...], method: str) -> _Found | None:
+        routes = term.by_method.get(method) or term.by_method.get(ANY_METHOD)
+        for route in routes or ():
+            if route.spec.host is None or _host_ok(route.spec.host, host):
+                return route, values
+        return None
+
+    return accept
+
+
+def _allowed_acceptor(host: str | None, allowed: set[str]) -> Any:
+    """Collects the methods allowed on matching paths; never accepts (walks every match)."""
+
+    def accept(term: _Terminal, values: tuple[Any, ...], method: str) -> None:
+        for route in term.routes:
+            if route.spec.host is None or (host is not None and _host_ok(route.spec.host, host)):
+                allowed.update(route.methods)
+
+    return accept
 
 
 def _clean_path(path: str) -> str:

@@ -74,10 +74,10 @@ def _to_str(value: str) -> str:
 
 
 CONVERTERS: dict[str, _Converter] = {
-    "int": _Converter("int", "[0-9]+", 2, int),
+    "int": _Converter("int", "[0-9]+", 2, int),  # `re`'s [0-9] is ASCII only, as int() needs
     "float": _Converter("float", r"[0-9]+(?:\.[0-9]+)?", 3, float),
     "uuid": _Converter("uuid", _UUID_RX, 4, uuid.UUID),
-    "str": _Converter("str", "[^/]+", 6, _to_str),
+    "str": _Converter("str", "[^/]+", 6, _to_str),  # segments hold no '/'; non-empty
     "path": _Converter("path", ".*", PATH_RANK, _to_str),
 }
 _RE_RANK = 5
@@ -111,67 +111,32 @@ class Param:
 class SegmentMatcher:
     """Matches one ``/``-separated segment of a request path against one template segment.
 
-    ``match(segment)`` returns the converted parameter values (a tuple, empty for a static
-    segment) or ``None``. ``key`` is the segment's shape; ``rank`` its precedence.
+    ``fullmatch(segment)`` is a compiled regex's ``fullmatch`` with one group per parameter: a
+    C call, the same kind at every trie node, so the walk stays on the interpreter's fast path;
+    the trie collects the raw strings and the winning route converts them once
+    (:meth:`Template.convert`). ``match(segment)`` returns the converted values or ``None``.
+    ``key`` is the segment's shape; ``rank`` its precedence.
     """
 
-    __slots__ = ("key", "match", "params", "rank")
+    __slots__ = ("fullmatch", "key", "params", "rank")
 
-    def __init__(
-        self, key: str, rank: int, params: tuple[Param, ...], match: Callable[[str], tuple[Any, ...] | None]
-    ) -> None:
+    def __init__(self, key: str, rank: int, params: tuple[Param, ...], regex: str) -> None:
         self.key = key
         self.rank = rank
         self.params = params
-        self.match = match
+        self.fullmatch: Callable[[str], re.Match[str] | None] = re.compile(regex).fullmatch
 
-    def __repr__(self) -> str:
-        return f"SegmentMatcher({self.key!r}, rank={self.rank})"
-
-
-def _match_int(seg: str) -> tuple[Any, ...] | None:
-    if seg.isdigit() and seg.isascii():
-        return (int(seg),)
-    return None
-
-
-def _match_float(seg: str) -> tuple[Any, ...] | None:
-    if _FLOAT_RE.fullmatch(seg):
-        return (float(seg),)
-    return None
-
-
-def _match_uuid(seg: str) -> tuple[Any, ...] | None:
-    if len(seg) == 36 and _UUID_RE.fullmatch(seg):
-        return (uuid.UUID(seg),)
-    return None
-
-
-def _match_str(seg: str) -> tuple[Any, ...] | None:
-    return (seg,) if seg else None
-
-
-_SIMPLE_MATCHERS: dict[str, Callable[[str], tuple[Any, ...] | None]] = {
-    "int": _match_int,
-    "float": _match_float,
-    "uuid": _match_uuid,
-    "str": _match_str,
-}
-
-
-def _regex_matcher(pattern: re.Pattern[str], params: tuple[Param, ...]) -> Callable[[str], tuple[Any, ...] | None]:
-    converts = [p.convert for p in params]
-
-    def match(seg: str) -> tuple[Any, ...] | None:
-        m = pattern.fullmatch(seg)
+    def match(self, seg: str) -> tuple[Any, ...] | None:
+        m = self.fullmatch(seg)
         if m is None:
             return None
         try:
-            return tuple(c(v) for c, v in zip(converts, m.groups(), strict=True))
+            return tuple(p.convert(v) for p, v in zip(self.params, m.groups(), strict=True))
         except ValueError:
             return None
 
-    return match
+    def __repr__(self) -> str:
+        return f"SegmentMatcher({self.key!r}, rank={self.rank})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +181,10 @@ class Template:
             except ValueError:
                 return None
         return out
+
+    def convert(self, raw: tuple[str, ...]) -> dict[str, Any]:
+        """Parameter values by name, converted, from the raw strings the trie collected."""
+        return {p.name: p.convert(v) for p, v in zip(self.params, raw, strict=True)}
 
     def format(self, **values: object) -> str:
         """Build a path from parameter values (the reverse of :meth:`match`)."""
@@ -317,26 +286,23 @@ def _param_regex(p: Param) -> str:
 
 
 def _segment(pieces: list[str | Param], text: str) -> str | SegmentMatcher:
-    if len(pieces) == 1 and isinstance(pieces[0], str):
-        return pieces[0]
     if not pieces:
         return ""
+    if len(pieces) == 1 and isinstance(pieces[0], str):
+        return pieces[0]
     params = tuple(p for p in pieces if isinstance(p, Param))
     key = "".join(p if isinstance(p, str) else p.shape for p in pieces)
+    regex = "".join(re.escape(p) if isinstance(p, str) else f"({_param_regex(p)})" for p in pieces)
     if len(pieces) == 1:
         p = params[0]
         if p.converter == "path":  # the trie handles it: it may swallow several segments
-            return SegmentMatcher(key, PATH_RANK, params, _match_str)
-        if p.converter in _SIMPLE_MATCHERS:
-            return SegmentMatcher(key, CONVERTERS[p.converter].rank, params, _SIMPLE_MATCHERS[p.converter])
-        pattern = re.compile(_param_regex(p))
-        return SegmentMatcher(key, _RE_RANK, params, _regex_matcher(re.compile(f"({pattern.pattern})"), params))
-    regex = "".join(re.escape(p) if isinstance(p, str) else f"({_param_regex(p)})" for p in pieces)
-    if not all(isinstance(p, Param) for p in pieces):
+            return SegmentMatcher(key, PATH_RANK, params, "(.*)")
+        rank = CONVERTERS[p.converter].rank if p.converter in CONVERTERS else _RE_RANK
+    elif not all(isinstance(p, Param) for p in pieces):
         rank = MIXED_RANK
     else:
         rank = max(CONVERTERS[p.converter].rank if p.converter in CONVERTERS else _RE_RANK for p in params)
-    return SegmentMatcher(key, rank, params, _regex_matcher(re.compile(regex), params))
+    return SegmentMatcher(key, rank, params, regex)
 
 
 @lru_cache(maxsize=65536)

@@ -19,13 +19,13 @@ def build(*texts: str) -> Trie[str]:
 
 
 def first(trie: Trie[str], path: str) -> tuple[str, tuple[Any, ...]] | None:
-    return trie.match(path, lambda value, params: (value, params))
+    return trie.match(path, lambda value, params, _: (value, params), None)
 
 
 def test_static_beats_typed_beats_str_beats_path() -> None:
     trie = build("/u/{rest:path}", "/u/{name}", "/u/{id:int}", "/u/me")
     assert first(trie, "/u/me") == ("/u/me", ())
-    assert first(trie, "/u/42") == ("/u/{id:int}", (42,))
+    assert first(trie, "/u/42") == ("/u/{id:int}", ("42",))
     assert first(trie, "/u/bob") == ("/u/{name}", ("bob",))
     assert first(trie, "/u/a/b") == ("/u/{rest:path}", ("a/b",))
 
@@ -37,7 +37,7 @@ def test_backtracks_when_the_preferred_branch_dead_ends() -> None:
 
 def test_accept_can_reject_to_continue_the_search() -> None:
     trie = build("/a/{id:int}", "/a/{name}")
-    got = trie.match("/a/1", lambda value, params: None if value == "/a/{id:int}" else value)
+    got = trie.match("/a/1", lambda value, params, _: None if value == "/a/{id:int}" else value, None)
     assert got == "/a/{name}"
 
 
@@ -115,8 +115,8 @@ def test_trie_agrees_with_a_brute_force_scan(templates: list[list[str]], paths: 
         path = "/" + "/".join(segs)
         matching = [t for t in by_shape.values() if t.match(path) is not None]
         expected = min(matching, key=_precedence) if matching else None
-        got = trie.match(path, lambda value, params: value)
+        got = trie.match(path, lambda value, params, _: value, None)
         assert (got.shape if got else None) == (expected.shape if expected else None), path
         if got is not None:
-            values = trie.match(path, lambda value, params: params)
-            assert dict(zip(got.param_names, values or (), strict=True)) == got.match(path)
+            values = trie.match(path, lambda value, params, _: params, None)
+            assert got.convert(values or ()) == got.match(path)
