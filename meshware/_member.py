@@ -106,6 +106,9 @@ class Member:
             log.info("meshware: gunicorn master (--preload); each worker registers itself")
             self._deferred_to_children = True
             return
+        self._launch(socket_wait, background)
+
+    def _launch(self, socket_wait: float, background: bool) -> None:
         self._stopping = False
         if background:
             self._starter = threading.Thread(
@@ -271,8 +274,10 @@ class Member:
         self.record = None
         self._starter = None
         if self._deferred_to_children:
+            # a worker forked by gunicorn's master: register (the master's frames are still on
+            # this stack, so don't ask start() to detect the role again)
             self._deferred_to_children = False
-            self.start(socket_wait=30.0, background=True)
+            self._launch(30.0, background=True)
             self.stop_at_exit()
 
 
