@@ -30,7 +30,9 @@ SHAPES = [
 ]
 
 
-def build_records(n_routes: int, per_service: int = 100) -> tuple[list[InstanceRecord], list[str], list[str]]:
+def build_records(
+    n_routes: int, per_service: int = 100
+) -> tuple[list[InstanceRecord], list[str], list[str]]:
     """Records for ``n_routes`` routes in services of ``per_service`` routes; sample paths."""
     records = []
     paths: list[str] = []
@@ -46,7 +48,11 @@ def build_records(n_routes: int, per_service: int = 100) -> tuple[list[InstanceR
             routes.append(RouteSpec(template.format(svc=svc, j=j), ("GET", "HEAD")))
             paths.append(sample.format(svc=svc, j=j, n=rng.randrange(1, 10_000)))
         for i in range(3):
-            records.append(InstanceRecord(svc, f"i{i}", f"http://10.0.{s // 250}.{s % 250}:{8000 + i}", tuple(routes)))
+            records.append(
+                InstanceRecord(
+                    svc, f"i{i}", f"http://10.0.{s // 250}.{s % 250}:{8000 + i}", tuple(routes)
+                )
+            )
         werkzeug_rules.extend(r.template for r in routes)
     rng.shuffle(paths)
     return records, paths, werkzeug_rules
@@ -67,7 +73,9 @@ def werkzeug_matcher(templates: list[str]) -> Callable[[str], object] | None:
 
     def to_werkzeug(t: str) -> str:
         return (
-            t.replace("{id:int}", "<int:id>").replace("{name}", "<name>").replace("{rest:path}", "<path:rest>")
+            t.replace("{id:int}", "<int:id>")
+            .replace("{name}", "<name>")
+            .replace("{rest:path}", "<path:rest>")
         )
 
     adapter = Map([Rule(to_werkzeug(t), endpoint=t) for t in templates]).bind("localhost")
@@ -91,8 +99,12 @@ def main() -> None:
     size, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     n_routes = sum(len(r.routes) for r in records) // 3
-    print(f"table: {n_routes} routes, {len(table.services)} services, {len(records)} instance records")
-    print(f"  full build {build_s * 1000:.0f} ms, memory {size / 2**20:.1f} MiB ({size / n_routes:.0f} B/route)")
+    print(
+        f"table: {n_routes} routes, {len(table.services)} services, {len(records)} instance records"
+    )
+    print(
+        f"  full build {build_s * 1000:.0f} ms, memory {size / 2**20:.1f} MiB ({size / n_routes:.0f} B/route)"
+    )
 
     # Two working sets: a caller's hot set (the few dozen routes one service calls, with varying
     # ids: cache-resident), and a uniform draw over every route of the table (the cold worst
@@ -131,7 +143,12 @@ def main() -> None:
         t1 = table.apply(Upsert(Entry(key, joined.encode(), rev, rev), rev))
         joins.append(time.perf_counter() - t0)
         rev += 1
-        v2 = InstanceRecord(victim.service, "new", "http://10.9.9.9:1", (*victim.routes, RouteSpec(f"/{victim.service}/avatar/{{id:int}}", ("GET",))))
+        v2 = InstanceRecord(
+            victim.service,
+            "new",
+            "http://10.9.9.9:1",
+            (*victim.routes, RouteSpec(f"/{victim.service}/avatar/{{id:int}}", ("GET",))),
+        )
         t0 = time.perf_counter()
         t2 = t1.apply(Upsert(Entry(key, v2.encode(), rev - 1, rev), rev))
         adds.append(time.perf_counter() - t0)
@@ -139,8 +156,14 @@ def main() -> None:
         t0 = time.perf_counter()
         t2.apply(Delete(key, rev))
         leaves.append(time.perf_counter() - t0)
-    for name, xs in (("instance joins", joins), ("new version adds a route", adds), ("instance leaves", leaves)):
-        print(f"watch event applied ({name}): median {statistics.median(xs) * 1000:.2f} ms, max {max(xs) * 1000:.2f} ms")
+    for name, xs in (
+        ("instance joins", joins),
+        ("new version adds a route", adds),
+        ("instance leaves", leaves),
+    ):
+        print(
+            f"watch event applied ({name}): median {statistics.median(xs) * 1000:.2f} ms, max {max(xs) * 1000:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

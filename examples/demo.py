@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import httpx
@@ -59,37 +59,68 @@ def main() -> None:
         env = dict(os.environ, MESHWARE_ETCD_ENDPOINTS=endpoints, MESHWARE_LEASE_TTL="3")
         users_port, orders_port = free_port(), free_port()
         users = start(
-            [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{users_port}", "--log-level", "warning", "users_service:app"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{users_port}",
+                "--log-level",
+                "warning",
+                "users_service:app",
+            ],
             env,
         )
         stack.callback(stop, users)
         orders = start(
-            [sys.executable, "-m", "uvicorn", "orders_service:app", "--port", str(orders_port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "orders_service:app",
+                "--port",
+                str(orders_port),
+                "--log-level",
+                "warning",
+            ],
             env,
         )
         stack.callback(stop, orders)
 
         mesh = stack.enter_context(meshware.connect(etcd_endpoints=endpoints))
         deadline = time.monotonic() + 30
-        while not ({"users", "orders"} <= set(mesh.table.services) and len(mesh.table.instances("users")) == 1):
+        while not (
+            {"users", "orders"} <= set(mesh.table.services)
+            and len(mesh.table.instances("users")) == 1
+        ):
             for proc in (users, orders):
                 if proc.poll() is not None:
-                    sys.exit(f"a service exited with status {proc.returncode}; see its output above")
+                    sys.exit(
+                        f"a service exited with status {proc.returncode}; see its output above"
+                    )
             if time.monotonic() > deadline:
                 sys.exit("the services did not register within 30 s")
-            try:
+            with suppress(TimeoutError):
                 mesh.wait_for(lambda t: {"users", "orders"} <= set(t.services), timeout=0.2)
-            except TimeoutError:
-                pass
 
         print("\n== the routing table (meshware routes)")
-        subprocess.run([sys.executable, "-m", "meshware.cli", "routes", "--etcd", endpoints], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "meshware.cli", "routes", "--etcd", endpoints], check=True
+        )
         print("\n== instances (meshware instances)")
-        subprocess.run([sys.executable, "-m", "meshware.cli", "instances", "--etcd", endpoints], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "meshware.cli", "instances", "--etcd", endpoints], check=True
+        )
 
         print("\n== calls through the mesh")
         with httpx.Client(timeout=5) as http:
-            for method, path in [("GET", "/users/2"), ("GET", "/orders/7"), ("POST", "/users/admin/reindex")]:
+            for method, path in [
+                ("GET", "/users/2"),
+                ("GET", "/orders/7"),
+                ("POST", "/users/admin/reindex"),
+            ]:
                 found = mesh.resolve(method, path)
                 instance = found.require_instances()[0]
                 response = http.request(method, instance.url + path)

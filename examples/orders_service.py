@@ -17,7 +17,10 @@ from fastapi import FastAPI, HTTPException
 import meshware
 from meshware.integrations.starlette import Mesh
 
-ORDERS = {7: {"id": 7, "user_id": 1, "item": "difference engine"}, 8: {"id": 8, "user_id": 2, "item": "compiler"}}
+ORDERS = {
+    7: {"id": 7, "user_id": 1, "item": "difference engine"},
+    8: {"id": 8, "user_id": 2, "item": "compiler"},
+}
 
 
 @asynccontextmanager

@@ -10,6 +10,10 @@ from meshware._config import MemberSettings
 __all__ = ["load_settings"]
 
 
-def load_settings(options: Mapping[str, Any], app_config: Mapping[str, Any] | None = None) -> MemberSettings:
+def load_settings(
+    options: Mapping[str, Any], app_config: Mapping[str, Any] | None = None
+) -> MemberSettings:
     """Settings from ``Mesh(...)`` keyword arguments, then ``app_config``, then the environment."""
-    return MemberSettings.load({k: v for k, v in options.items() if v is not None}, app_config=app_config)
+    return MemberSettings.load(
+        {k: v for k, v in options.items() if v is not None}, app_config=app_config
+    )

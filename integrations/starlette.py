@@ -95,7 +95,9 @@ class Mesh:
         async def lifespan(scope_app: Any) -> AsyncIterator[Any]:
             async with original(scope_app) as state:
                 member.install_signal_handlers()
-                await anyio.to_thread.run_sync(lambda: member.start(socket_wait=socket_wait, background=True))
+                await anyio.to_thread.run_sync(
+                    lambda: member.start(socket_wait=socket_wait, background=True)
+                )
                 try:
                     yield state
                 finally:

@@ -90,7 +90,11 @@ def connect(
             found = mesh.resolve("GET", "/users/42")
             found.service, found.route.template.text, found.params, found.instances
     """
-    args = {k: v for k, v in dict(etcd_settings, etcd_endpoints=etcd_endpoints, prefix=prefix).items() if v is not None}
+    args = {
+        k: v
+        for k, v in dict(etcd_settings, etcd_endpoints=etcd_endpoints, prefix=prefix).items()
+        if v is not None
+    }
     settings = EtcdSettings.load(args)
     if registry is None:
         from .registry.etcd import EtcdRegistry

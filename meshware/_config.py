@@ -48,7 +48,9 @@ _FALSE = {"0", "false", "no", "off", ""}
 class _Sources:
     """Looks a setting up in arguments, then the app's config, then the environment."""
 
-    def __init__(self, args: Mapping[str, Any], app_config: Mapping[str, Any] | None, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, args: Mapping[str, Any], app_config: Mapping[str, Any] | None, env: Mapping[str, str]
+    ) -> None:
         self.args = args
         self.app_config = app_config or {}
         self.env = env
@@ -81,9 +83,13 @@ class _Sources:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a number of seconds, got {value!r}", setting=where) from None
+            raise ConfigError(
+                f"{where} must be a number of seconds, got {value!r}", setting=where
+            ) from None
         if not low <= number <= high:
-            raise ConfigError(f"{where} must be between {low:g} and {high:g}, got {value!r}", setting=where)
+            raise ConfigError(
+                f"{where} must be between {low:g} and {high:g}, got {value!r}", setting=where
+            )
         return number
 
     def flag(self, name: str, default: bool) -> bool:
@@ -158,7 +164,8 @@ class EtcdSettings:
         prefix = src.string("prefix", DEFAULT_PREFIX) or DEFAULT_PREFIX
         if not prefix.startswith("/") or prefix.rstrip("/") == "" or " " in prefix:
             raise ConfigError(
-                f"MESHWARE_PREFIX must be a key prefix like /meshware, got {prefix!r}", setting="prefix"
+                f"MESHWARE_PREFIX must be a key prefix like /meshware, got {prefix!r}",
+                setting="prefix",
             )
         files = {}
         for name in ("etcd_ca_file", "etcd_cert_file", "etcd_key_file"):
@@ -230,12 +237,14 @@ class MemberSettings:
         ttl = src.number("lease_ttl", 5, low=2, high=300)
         if ttl != int(ttl):
             raise ConfigError(
-                f"MESHWARE_LEASE_TTL must be a whole number of seconds, got {ttl!r}", setting="lease_ttl"
+                f"MESHWARE_LEASE_TTL must be a whole number of seconds, got {ttl!r}",
+                setting="lease_ttl",
             )
         weight = src.number("weight", 100, low=0, high=10_000)
         labels = args.get("labels") if args else None
         if labels is not None and not (
-            isinstance(labels, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+            isinstance(labels, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
         ):
             raise ConfigError("labels= must be a mapping of strings to strings", setting="labels")
         return cls(

@@ -61,7 +61,9 @@ def policy(
     per-attempt timeout in seconds; ``retries`` the most retries after the first attempt.
     """
     if timeout is not None and not timeout > 0:
-        raise ConfigError(f"policy(timeout=...) must be a positive number of seconds, not {timeout!r}")
+        raise ConfigError(
+            f"policy(timeout=...) must be a positive number of seconds, not {timeout!r}"
+        )
     if retries is not None and (not isinstance(retries, int) or retries < 0):
         raise ConfigError(f"policy(retries=...) must be a whole number >= 0, not {retries!r}")
     marks: dict[str, object] = {}

@@ -153,10 +153,14 @@ class Member:
             self._check_conflicts(registry, record)
         self.registry = registry
         self.record = record
-        self.registrar = Registrar(registry, record, prefix=self.settings.etcd.prefix, ttl=self.settings.lease_ttl)
+        self.registrar = Registrar(
+            registry, record, prefix=self.settings.etcd.prefix, ttl=self.settings.lease_ttl
+        )
         self.registrar.start()
         if self.settings.strict:
-            log.info("meshware strict mode: no route of %s is claimed by another service", record.service)
+            log.info(
+                "meshware strict mode: no route of %s is claimed by another service", record.service
+            )
 
     def drain(self) -> None:
         """Mark this instance draining, wait ``drain_delay``, then withdraw its record.
@@ -205,7 +209,9 @@ class Member:
 
     # ------------------------------------------------------------------ signals and exit
 
-    def install_signal_handlers(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    def install_signal_handlers(
+        self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)
+    ) -> None:
         """Drain before the server's own handler runs (main thread only; else a no-op)."""
         if threading.current_thread() is not threading.main_thread():
             return
@@ -252,7 +258,9 @@ class Member:
         prefix = self.settings.etcd.prefix
         snapshot = registry.snapshot(prefix + "/")
         rev = snapshot.revision + 1
-        mine = Entry(instance_key(prefix, record.service, record.instance_id), record.encode(), rev, rev)
+        mine = Entry(
+            instance_key(prefix, record.service, record.instance_id), record.encode(), rev, rev
+        )
         table = RoutingTable.empty(prefix).apply(snapshot).apply(Upsert(mine, rev))
         lost = [
             f"{c.method} {c.shape} (held by {c.winner.service})"
@@ -281,7 +289,9 @@ class Member:
             self.stop_at_exit()
 
 
-def _chained_handler(member: Member, signum: int, previous: Any) -> Callable[[int, FrameType | None], Any]:
+def _chained_handler(
+    member: Member, signum: int, previous: Any
+) -> Callable[[int, FrameType | None], Any]:
     def handler(sig: int, frame: FrameType | None) -> Any:
         if callable(previous):
             if member.settings.drain_delay:
@@ -290,7 +300,9 @@ def _chained_handler(member: Member, signum: int, previous: Any) -> Callable[[in
                     _drain_quietly(member, sig)
                     previous(sig, frame)
 
-                threading.Thread(target=drain_then_continue, name="meshware-drain", daemon=True).start()
+                threading.Thread(
+                    target=drain_then_continue, name="meshware-drain", daemon=True
+                ).start()
                 return None
             _drain_quietly(member, sig)
             return previous(sig, frame)

@@ -96,7 +96,9 @@ class Registrar:
                 self.registry.delete(self.key)
                 self.registry.revoke(lease)
             except MeshError as exc:
-                log.warning("could not withdraw %s (its lease expires in %s s): %s", self.key, self.ttl, exc)
+                log.warning(
+                    "could not withdraw %s (its lease expires in %s s): %s", self.key, self.ttl, exc
+                )
         self.registered.clear()
 
     def forget(self) -> None:
@@ -169,8 +171,7 @@ class Registrar:
             self._wake.clear()
             if self._stopped.is_set():
                 return
-            if self.lease:
-                if self._keepalive():
-                    continue
+            if self.lease and self._keepalive():
+                continue
             if not self._stopped.is_set():
                 self._try_register()

@@ -90,14 +90,18 @@ class MeshView:
         """Resolve through the current table (see :meth:`RoutingTable.resolve`)."""
         return self.table.resolve(method, path, host=host)
 
-    def wait_for(self, predicate: Callable[[RoutingTable], bool], timeout: float = 5.0) -> RoutingTable:
+    def wait_for(
+        self, predicate: Callable[[RoutingTable], bool], timeout: float = 5.0
+    ) -> RoutingTable:
         """Block until the table satisfies ``predicate``; raise ``TimeoutError`` after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while not predicate(self.table):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"the mesh table did not reach the expected state in {timeout} s")
+                    raise TimeoutError(
+                        f"the mesh table did not reach the expected state in {timeout} s"
+                    )
                 self._changed.wait(left)
             return self.table
 

@@ -28,7 +28,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _mesh_options(func: F) -> F:
     func = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
-    func = click.option("--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX or /meshware).")(func)
+    func = click.option(
+        "--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX or /meshware)."
+    )(func)
     func = click.option(
         "--etcd",
         "etcd",
@@ -86,7 +88,7 @@ def routes(etcd: str | None, prefix: str | None, as_json: bool) -> None:
         for loser in conflict.losers:
             key = (loser.service, loser.template.text)
             lost.setdefault(key, []).append(f"{conflict.method} lost to {conflict.winner.service}")
-    items = []
+    items: list[dict[str, Any]] = []
     for route, endpoints in table.routes():
         items.append(
             {
@@ -128,7 +130,7 @@ def instances(service: str | None, etcd: str | None, prefix: str | None, as_json
     table = _load_table(etcd, prefix)
     found = table.instances(service)
     records = {r.instance_id: r for _, r in table.records()}
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "service": i.service,
             "url": i.url,
@@ -147,7 +149,14 @@ def instances(service: str | None, etcd: str | None, prefix: str | None, as_json
     if service is not None and not found:
         click.echo(f"no instances of {service!r}", err=True)
     rows = [
-        [i["service"], i["url"], i["state"], str(len(i["records"])), i["version"] or "", i["zone"] or ""]
+        [
+            i["service"],
+            i["url"],
+            i["state"],
+            str(len(i["records"])),
+            i["version"] or "",
+            i["zone"] or "",
+        ]
         for i in items
     ]
     _print_table(rows, ["SERVICE", "URL", "STATE", "PROCESSES", "VERSION", "ZONE"])
@@ -158,7 +167,9 @@ def instances(service: str | None, etcd: str | None, prefix: str | None, as_json
 @click.argument("path")
 @click.option("--host", default=None, help="Host header, for routes bound to a host.")
 @_mesh_options
-def resolve(method: str, path: str, host: str | None, etcd: str | None, prefix: str | None, as_json: bool) -> None:
+def resolve(
+    method: str, path: str, host: str | None, etcd: str | None, prefix: str | None, as_json: bool
+) -> None:
     """Which service, route and instances would serve METHOD PATH."""
     table = _load_table(etcd, prefix)
     try:
@@ -169,7 +180,7 @@ def resolve(method: str, path: str, host: str | None, etcd: str | None, prefix: 
         else:
             click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    item = {
+    item: dict[str, Any] = {
         "service": found.service,
         "template": found.route.template.text,
         "name": found.route.spec.name,
@@ -199,7 +210,9 @@ def dev(port: int, data_dir: str | None) -> None:
     except (OSError, RuntimeError, MeshError) as exc:
         click.echo(f"error: could not start etcd: {exc}", err=True)
         sys.exit(3)
-    click.echo(f"etcd {server.endpoint} (pid {server.pid}); export MESHWARE_ETCD_ENDPOINTS={server.endpoint}")
+    click.echo(
+        f"etcd {server.endpoint} (pid {server.pid}); export MESHWARE_ETCD_ENDPOINTS={server.endpoint}"
+    )
     click.echo("Ctrl-C to stop.")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

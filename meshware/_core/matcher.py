@@ -81,10 +81,14 @@ class Trie(Generic[V]):
         """A new trie with ``value`` stored for the template's shape (``None`` removes it)."""
         old = self.get(template)
         root = _set(self._root, template.segments, 0, value)
-        size = self._size + (old is None and value is not None) - (old is not None and value is None)
+        size = (
+            self._size + (old is None and value is not None) - (old is not None and value is None)
+        )
         return Trie(root if root is not None else _Node(), size)
 
-    def match(self, path: str, accept: Callable[[V, tuple[Any, ...], A], R | None], arg: A) -> R | None:
+    def match(
+        self, path: str, accept: Callable[[V, tuple[Any, ...], A], R | None], arg: A
+    ) -> R | None:
         """Walk a decoded path (``/a/b``); the first ``accept`` result in precedence order.
 
         ``accept(value, params, arg)`` gets the terminal value, the raw (unconverted) parameter
@@ -149,7 +153,9 @@ def _child(node: _Node[V], seg: str | SegmentMatcher) -> _Node[V] | None:
     return None
 
 
-def _set(node: _Node[V], segments: tuple[str | SegmentMatcher, ...], i: int, value: V | None) -> _Node[V] | None:
+def _set(
+    node: _Node[V], segments: tuple[str | SegmentMatcher, ...], i: int, value: V | None
+) -> _Node[V] | None:
     new = node.copy()
     if i == len(segments):
         new.terminal = value

@@ -170,7 +170,9 @@ class InstanceRecord:
             raise BadRecord(key, f"expected a JSON object, got {type(data).__name__}")
         schema = data.get("schema")
         if schema != SCHEMA_VERSION:
-            raise BadRecord(key, f"unsupported schema {schema!r} (this meshware reads {SCHEMA_VERSION})")
+            raise BadRecord(
+                key, f"unsupported schema {schema!r} (this meshware reads {SCHEMA_VERSION})"
+            )
         service = _field(key, data, "service", str)
         if not _SERVICE_RE.match(service):
             raise BadRecord(key, f"invalid service name {service!r}")
@@ -233,7 +235,7 @@ def _field(key: str, data: dict[str, Any], name: str, typ: type) -> Any:
     if name not in data:
         raise BadRecord(key, f"missing field {name!r}")
     value = data[name]
-    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
         raise BadRecord(key, f"field {name!r} must be {typ.__name__}, got {type(value).__name__}")
     return value
 
@@ -266,15 +268,21 @@ def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
         or not methods
         or not all(isinstance(m, str) and (m == ANY_METHOD or _METHOD_RE.match(m)) for m in methods)
     ):
-        raise BadRecord(key, f"{where}.methods must be a non-empty list of upper-case methods or '*'")
+        raise BadRecord(
+            key, f"{where}.methods must be a non-empty list of upper-case methods or '*'"
+        )
     kind = raw.get("kind", "http")
     if kind not in _KINDS:
         raise BadRecord(key, f"{where}.kind must be one of {_KINDS}, got {kind!r}")
     timeout = raw.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
         raise BadRecord(key, f"{where}.timeout must be a positive number")
     retries = raw.get("retries")
-    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+    ):
         raise BadRecord(key, f"{where}.retries must be a whole number >= 0")
     idempotent = raw.get("idempotent")
     if idempotent is not None and not isinstance(idempotent, bool):

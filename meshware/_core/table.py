@@ -138,7 +138,11 @@ class Route:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", self.template.param_names)
-        object.__setattr__(self, "converts", any(p.converter in ("int", "float", "uuid") for p in self.template.params))
+        object.__setattr__(
+            self,
+            "converts",
+            any(p.converter in ("int", "float", "uuid") for p in self.template.params),
+        )
         object.__setattr__(self, "key", f"{self.service} {self.template.text}")
 
     @property
@@ -289,7 +293,9 @@ class RoutingTable:
         return cls(prefix=prefix)
 
     @classmethod
-    def from_records(cls, records: Iterable[InstanceRecord], *, prefix: str = "/meshware") -> RoutingTable:
+    def from_records(
+        cls, records: Iterable[InstanceRecord], *, prefix: str = "/meshware"
+    ) -> RoutingTable:
         """A table built directly from records (tests, the fake mesh, benchmarks)."""
         from .records import instance_key
 
@@ -314,7 +320,9 @@ class RoutingTable:
             return found
         raise NoRouteError(method.upper(), path, allowed=found)
 
-    def match(self, method: str, path: str, *, host: str | None = None) -> Resolution | tuple[str, ...]:
+    def match(
+        self, method: str, path: str, *, host: str | None = None
+    ) -> Resolution | tuple[str, ...]:
         """Like :meth:`resolve`, but returns the allowed methods (maybe empty) instead of raising.
 
         This is the request hot path: no locks, no I/O, one trie walk.
@@ -345,7 +353,9 @@ class RoutingTable:
             else:
                 params = route.template.convert(values)
         elif values:
-            params = route.template.convert(values) if route.converts else dict(zip(route.names, values))
+            params = (
+                route.template.convert(values) if route.converts else dict(zip(route.names, values, strict=True))
+            )
         else:
             params = {}
         return Resolution(route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS))
@@ -441,7 +451,9 @@ class RoutingTable:
     def _parse(self, entry: Entry) -> InstanceRecord | str:
         where = split_instance_key(self.prefix, entry.key)
         if where is None:
-            return f"bad mesh record at {entry.key!r}: key is not <prefix>/v1/instances/<service>/<id>"
+            return (
+                f"bad mesh record at {entry.key!r}: key is not <prefix>/v1/instances/<service>/<id>"
+            )
         try:
             record = InstanceRecord.decode(entry.key, entry.value)
         except BadRecord as exc:
@@ -500,9 +512,9 @@ class RoutingTable:
                     endpoints[f"{name} {text}"] = eps
         trie = self._trie
         for shape, template in dirty_shapes.items():
-            claims = by_shape.get(shape)
-            if claims:
-                trie = trie.set(template, _Terminal(services[s].routes[t] for s, t in claims))
+            holders = by_shape.get(shape)
+            if holders:
+                trie = trie.set(template, _Terminal(services[s].routes[t] for s, t in holders))
             else:
                 trie = trie.set(template, None)
         return RoutingTable(
@@ -586,7 +598,13 @@ def _with_shadows(routes: dict[str, Route]) -> dict[str, Route]:
         )
         if earlier:
             route = Route(
-                route.service, route.template, route.methods, route.spec, route.rank, route.order, earlier
+                route.service,
+                route.template,
+                route.methods,
+                route.spec,
+                route.rank,
+                route.order,
+                earlier,
             )
         out[route.template.text] = route
     return out

@@ -301,7 +301,9 @@ def _segment(pieces: list[str | Param], text: str) -> str | SegmentMatcher:
     elif not all(isinstance(p, Param) for p in pieces):
         rank = MIXED_RANK
     else:
-        rank = max(CONVERTERS[p.converter].rank if p.converter in CONVERTERS else _RE_RANK for p in params)
+        rank = max(
+            CONVERTERS[p.converter].rank if p.converter in CONVERTERS else _RE_RANK for p in params
+        )
     return SegmentMatcher(key, rank, params, regex)
 
 
@@ -349,8 +351,11 @@ def parse_template(text: str, *, host: bool = False) -> Template:
     segments.append(_segment(current, text))
     segments = segments[1:]  # the text starts with '/', so the first segment is empty
     for seg in segments:
-        if isinstance(seg, SegmentMatcher) and any(p.converter == "path" for p in seg.params):
-            if len(seg.params) != 1 or seg.key != "{:path}":
+        if (
+            isinstance(seg, SegmentMatcher)
+            and any(p.converter == "path" for p in seg.params)
+            and (len(seg.params) != 1 or seg.key != "{:path}")
+        ):
                 raise TemplateError(
                     f"template {text!r}: a path parameter must be a whole segment of its own"
                 )

@@ -23,7 +23,9 @@ WATCH_IDLE_TIMEOUT = 30.0
 class EtcdRegistry:
     """The registry port on an :class:`~meshware.etcd.EtcdClient`."""
 
-    def __init__(self, client: EtcdClient, *, watch_idle_timeout: float = WATCH_IDLE_TIMEOUT) -> None:
+    def __init__(
+        self, client: EtcdClient, *, watch_idle_timeout: float = WATCH_IDLE_TIMEOUT
+    ) -> None:
         self.client = client
         self.watch_idle_timeout = watch_idle_timeout
 
@@ -32,7 +34,9 @@ class EtcdRegistry:
         """An etcd registry for the endpoints, TLS files and credentials in ``settings``."""
         tls = None
         if settings.ca_file or settings.cert_file:
-            tls = TLSConfig(ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file)
+            tls = TLSConfig(
+                ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file
+            )
         client = EtcdClient(
             settings.endpoints,
             timeout=settings.timeout,

@@ -21,7 +21,9 @@ from ..registry.base import Registry
 __all__ = ["check_registry"]
 
 
-def _collect(registry: Registry, prefix: str, start: int, want: int, timeout: float = 5.0) -> list[Update]:
+def _collect(
+    registry: Registry, prefix: str, start: int, want: int, timeout: float = 5.0
+) -> list[Update]:
     """The first ``want`` updates of a watch from ``start`` (raises AssertionError on timeout)."""
     watch = registry.watch(prefix, start)
     got: list[Update] = []
@@ -112,7 +114,10 @@ def _watch_replays_from_a_revision(registry: Registry, prefix: str) -> None:
     registry.put("/elsewhere/" + prefix, b"not ours")
     registry.delete(prefix + "a")
     got = _collect(registry, prefix, start, 3)
-    kinds = [(type(u).__name__, u.entry.key if isinstance(u, Upsert) else getattr(u, "key", "")) for u in got[:3]]
+    kinds = [
+        (type(u).__name__, u.entry.key if isinstance(u, Upsert) else getattr(u, "key", ""))
+        for u in got[:3]
+    ]
     assert kinds == [
         ("Upsert", prefix + "a"),
         ("Upsert", prefix + "other-prefix-is-ignored/../x"),
@@ -151,7 +156,9 @@ def _put_with_an_unknown_lease_is_lease_lost(registry: Registry, prefix: str) ->
     raise AssertionError("put under a revoked lease must raise LeaseLost")
 
 
-def _expired_lease_deletes_keys(registry: Registry, prefix: str, wait: Callable[[Registry, int], None]) -> None:
+def _expired_lease_deletes_keys(
+    registry: Registry, prefix: str, wait: Callable[[Registry, int], None]
+) -> None:
     lease = registry.grant(2)
     start = registry.put(prefix + "k", b"v", lease=lease)
     wait(registry, 2)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshware._core.matcher import Trie
-from meshware._core.templates import SegmentMatcher, Template, parse_template
+from meshware._core.templates import Template, parse_template
 
 
 def build(*texts: str) -> Trie[str]:
@@ -37,7 +37,9 @@ def test_backtracks_when_the_preferred_branch_dead_ends() -> None:
 
 def test_accept_can_reject_to_continue_the_search() -> None:
     trie = build("/a/{id:int}", "/a/{name}")
-    got = trie.match("/a/1", lambda value, params, _: None if value == "/a/{id:int}" else value, None)
+    got = trie.match(
+        "/a/1", lambda value, params, _: None if value == "/a/{id:int}" else value, None
+    )
     assert got == "/a/{name}"
 
 
@@ -71,7 +73,19 @@ def test_trailing_slash_is_a_distinct_segment() -> None:
 # --------------------------------------------------------------------------- property test
 
 SEGMENTS = st.sampled_from(
-    ["a", "b", "42", "7", "{x}", "{n:int}", "{f:float}", "{p:path}", "v{k:int}", "{s}.json", "{r:re:[ab]+}"]
+    [
+        "a",
+        "b",
+        "42",
+        "7",
+        "{x}",
+        "{n:int}",
+        "{f:float}",
+        "{p:path}",
+        "v{k:int}",
+        "{s}.json",
+        "{r:re:[ab]+}",
+    ]
 )
 PATH_SEGMENTS = st.sampled_from(["a", "b", "ab", "42", "7", "1.5", "v3", "x.json", "", "vv"])
 
@@ -85,10 +99,15 @@ def _template_text(segs: list[str]) -> str | None:
             if seen_path:
                 return None
             seen_path = True
-        out.append(seg.replace("{x}", "{" + next(names) + "}").replace("{n:", "{" + next(names) + ":")
-                   .replace("{f:", "{" + next(names) + ":").replace("{p:", "{" + next(names) + ":")
-                   .replace("{k:", "{" + next(names) + ":").replace("{s}", "{" + next(names) + "}")
-                   .replace("{r:", "{" + next(names) + ":"))
+        out.append(
+            seg.replace("{x}", "{" + next(names) + "}")
+            .replace("{n:", "{" + next(names) + ":")
+            .replace("{f:", "{" + next(names) + ":")
+            .replace("{p:", "{" + next(names) + ":")
+            .replace("{k:", "{" + next(names) + ":")
+            .replace("{s}", "{" + next(names) + "}")
+            .replace("{r:", "{" + next(names) + ":")
+        )
     return "/" + "/".join(out)
 
 
@@ -101,7 +120,9 @@ def _precedence(t: Template) -> tuple[tuple[int, str], ...]:
     st.lists(st.lists(SEGMENTS, min_size=1, max_size=4), min_size=1, max_size=12),
     st.lists(st.lists(PATH_SEGMENTS, min_size=1, max_size=5), min_size=1, max_size=20),
 )
-def test_trie_agrees_with_a_brute_force_scan(templates: list[list[str]], paths: list[list[str]]) -> None:
+def test_trie_agrees_with_a_brute_force_scan(
+    templates: list[list[str]], paths: list[list[str]]
+) -> None:
     by_shape: dict[str, Template] = {}
     for segs in templates:
         text = _template_text(segs)

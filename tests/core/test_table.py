@@ -15,7 +15,9 @@ from meshware._core.table import Delete, Entry, Reset, Upsert
 PREFIX = "/meshware"
 
 
-def rec(service: str, iid: str, url: str, *routes: tuple[str, tuple[str, ...]], **kw: object) -> InstanceRecord:
+def rec(
+    service: str, iid: str, url: str, *routes: tuple[str, tuple[str, ...]], **kw: object
+) -> InstanceRecord:
     return InstanceRecord(
         service=service,
         instance_id=iid,
@@ -25,7 +27,9 @@ def rec(service: str, iid: str, url: str, *routes: tuple[str, tuple[str, ...]], 
     )
 
 
-def put(table: RoutingTable, record: InstanceRecord, rev: int, create: int | None = None) -> RoutingTable:
+def put(
+    table: RoutingTable, record: InstanceRecord, rev: int, create: int | None = None
+) -> RoutingTable:
     key = instance_key(PREFIX, record.service, record.instance_id)
     return table.apply(Upsert(Entry(key, record.encode(), create or rev, rev), rev))
 
@@ -38,9 +42,15 @@ GET = ("GET", "HEAD")
 
 
 def test_resolves_method_and_path_to_service_route_params_and_instances() -> None:
-    table = put(RoutingTable.empty(), rec("users", "u1", "http://10.0.0.1:80", ("/users/{id:int}", GET)), 2)
+    table = put(
+        RoutingTable.empty(), rec("users", "u1", "http://10.0.0.1:80", ("/users/{id:int}", GET)), 2
+    )
     found = table.resolve("get", "/users/42?x=1")
-    assert (found.service, found.route.template.text, found.params) == ("users", "/users/{id:int}", {"id": 42})
+    assert (found.service, found.route.template.text, found.params) == (
+        "users",
+        "/users/{id:int}",
+        {"id": 42},
+    )
     assert [i.url for i in found.instances] == ["http://10.0.0.1:80"]
 
 
@@ -76,9 +86,14 @@ def test_missing_trailing_slash_routes_to_the_owner_which_redirects() -> None:
 
 def test_only_instances_declaring_a_route_serve_it() -> None:
     v1 = rec("users", "v1", "http://v1:1", ("/users/{id:int}", GET))
-    v2 = rec("users", "v2", "http://v2:1", ("/users/{id:int}", GET), ("/users/{id:int}/avatar", GET))
+    v2 = rec(
+        "users", "v2", "http://v2:1", ("/users/{id:int}", GET), ("/users/{id:int}/avatar", GET)
+    )
     table = put(put(RoutingTable.empty(), v1, 2), v2, 3)
-    assert [i.url for i in table.resolve("GET", "/users/1").instances] == ["http://v1:1", "http://v2:1"]
+    assert [i.url for i in table.resolve("GET", "/users/1").instances] == [
+        "http://v1:1",
+        "http://v2:1",
+    ]
     assert [i.url for i in table.resolve("GET", "/users/1/avatar").instances] == ["http://v2:1"]
 
 
@@ -108,10 +123,15 @@ def test_conflict_goes_to_the_oldest_registration_for_every_client() -> None:
     new = rec("new", "1", "http://n:1", ("/things/{tid:int}", GET))
     one = put(put(RoutingTable.empty(), old, 2), new, 3)
     entries = tuple(
-        Entry(instance_key(PREFIX, r.service, r.instance_id), r.encode(), rev, rev) for r, rev in [(new, 3), (old, 2)]
+        Entry(instance_key(PREFIX, r.service, r.instance_id), r.encode(), rev, rev)
+        for r, rev in [(new, 3), (old, 2)]
     )
     other = RoutingTable.empty().apply(Reset(entries, 3))  # another client, from a snapshot
-    assert one.resolve("GET", "/things/1").service == other.resolve("GET", "/things/1").service == "old"
+    assert (
+        one.resolve("GET", "/things/1").service
+        == other.resolve("GET", "/things/1").service
+        == "old"
+    )
     (conflict,) = [c for c in one.conflicts() if c.method == "GET"]
     assert (conflict.winner.service, [r.service for r in conflict.losers]) == ("old", ["new"])
 
@@ -126,14 +146,19 @@ def test_conflict_winner_changes_when_the_old_claimant_leaves() -> None:
 
 def test_ordered_router_first_declared_route_wins_like_starlette() -> None:
     # Starlette would match /items/{name} before the later /items/special
-    r = rec("s", "1", "http://a:1", ("/items/{name}", GET), ("/items/special", GET), routing="ordered")
+    r = rec(
+        "s", "1", "http://a:1", ("/items/{name}", GET), ("/items/special", GET), routing="ordered"
+    )
     found = put(RoutingTable.empty(), r, 2).resolve("GET", "/items/special")
     assert (found.route.template.text, found.params) == ("/items/{name}", {"name": "special"})
 
 
 def test_specificity_router_prefers_static_like_werkzeug() -> None:
     r = rec("s", "1", "http://a:1", ("/items/{name}", GET), ("/items/special", GET))
-    assert put(RoutingTable.empty(), r, 2).resolve("GET", "/items/special").route.template.text == "/items/special"
+    assert (
+        put(RoutingTable.empty(), r, 2).resolve("GET", "/items/special").route.template.text
+        == "/items/special"
+    )
 
 
 def test_host_bound_route_needs_a_matching_host() -> None:
@@ -151,12 +176,22 @@ def test_host_bound_route_needs_a_matching_host() -> None:
         ("/meshware/v1/instances/s/1", b"{not json", "not JSON"),
         ("/meshware/v1/instances/s/1", b"[]", "expected a JSON object"),
         ("/meshware/v1/instances/s/1", b'{"schema": 99}', "unsupported schema"),
-        ("/meshware/v1/instances/s/1", b'{"schema": 1, "service": "s"}', "missing field 'instance'"),
+        (
+            "/meshware/v1/instances/s/1",
+            b'{"schema": 1, "service": "s"}',
+            "missing field 'instance'",
+        ),
         ("/meshware/v1/instances/s", b"{}", "key is not"),
-        ("/meshware/v1/instances/other/1", rec("s", "1", "http://a:1", ("/x", GET)).encode(), "the key says"),
+        (
+            "/meshware/v1/instances/other/1",
+            rec("s", "1", "http://a:1", ("/x", GET)).encode(),
+            "the key says",
+        ),
     ],
 )
-def test_bad_records_are_rejected_with_a_reason_and_the_rest_stays(key: str, value: bytes, problem: str) -> None:
+def test_bad_records_are_rejected_with_a_reason_and_the_rest_stays(
+    key: str, value: bytes, problem: str
+) -> None:
     table = put(RoutingTable.empty(), rec("good", "1", "http://g:1", ("/good", GET)), 2)
     table = table.apply(Upsert(Entry(key, value, 3, 3), 3))
     assert problem in table.rejected[key]
@@ -198,7 +233,11 @@ def operations(draw: st.DrawFn) -> list[tuple[str, InstanceRecord]]:
         iid = str(draw(st.integers(1, 3)))
         if draw(st.booleans()):
             routes = draw(
-                st.lists(st.tuples(st.sampled_from(TEMPLATES), st.sampled_from(METHODS)), max_size=4, unique_by=lambda t: t[0])
+                st.lists(
+                    st.tuples(st.sampled_from(TEMPLATES), st.sampled_from(METHODS)),
+                    max_size=4,
+                    unique_by=lambda t: t[0],
+                )
             )
             state = draw(st.sampled_from(["serving", "draining"]))
             url = f"http://{service}{draw(st.integers(1, 2))}:1"
@@ -217,13 +256,22 @@ def _answers(table: RoutingTable) -> list[object]:
             if isinstance(got, tuple):
                 out.append(got)
             else:
-                out.append((got.service, got.route.template.text, got.params, [i.url for i in got.instances]))
+                out.append(
+                    (
+                        got.service,
+                        got.route.template.text,
+                        got.params,
+                        [i.url for i in got.instances],
+                    )
+                )
     return out
 
 
 @settings(max_examples=200, deadline=None)
 @given(operations())
-def test_incremental_updates_equal_a_rebuild_from_the_final_records(ops: list[tuple[str, InstanceRecord]]) -> None:
+def test_incremental_updates_equal_a_rebuild_from_the_final_records(
+    ops: list[tuple[str, InstanceRecord]],
+) -> None:
     table = RoutingTable.empty()
     live: dict[str, Entry] = {}
     created: dict[str, int] = {}

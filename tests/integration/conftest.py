@@ -46,15 +46,21 @@ class Servers:
         return env
 
     def start(self, *args: str, cwd: Path = EXAMPLES, **env: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=self.env(**env), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=cwd, env=self.env(**env), start_new_session=True
+        )
         self.procs.append(proc)
         return proc
 
     def gunicorn(self, app: str, port: int, *extra: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.start("gunicorn", "-b", f"127.0.0.1:{port}", "--log-level", "warning", *extra, app, **env)
+        return self.start(
+            "gunicorn", "-b", f"127.0.0.1:{port}", "--log-level", "warning", *extra, app, **env
+        )
 
     def uvicorn(self, app: str, port: int, *extra: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.start("uvicorn", app, "--port", str(port), "--log-level", "warning", *extra, **env)
+        return self.start(
+            "uvicorn", app, "--port", str(port), "--log-level", "warning", *extra, **env
+        )
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -64,7 +70,9 @@ class Servers:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the group we started: the server and its workers
+                os.killpg(
+                    proc.pid, signal.SIGKILL
+                )  # the group we started: the server and its workers
                 proc.wait()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,28 +20,37 @@ from .conftest import EXAMPLES, Servers, free_port, wait_table
 def has_instances(service: str, n: int = 1, records: int | None = None) -> object:
     def check(table: meshware.RoutingTable) -> bool:
         found = [i for i in table.instances(service) if i.serving]
-        return len(found) == n and (records is None or sum(len(i.records) for i in found) == records)
+        return len(found) == n and (
+            records is None or sum(len(i.records) for i in found) == records
+        )
 
     return check
 
 
-def test_gunicorn_with_four_workers_is_one_instance_of_four_records(servers: Servers, mesh: meshware.MeshView) -> None:
+def test_gunicorn_with_four_workers_is_one_instance_of_four_records(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
     port = free_port()
     proc = servers.gunicorn("users_service:app", port, "-w", "4")
     table = wait_table(mesh, has_instances("users", 1, records=4), procs=(proc,))
     (instance,) = table.resolve("GET", "/users/1").instances
     assert instance.url == f"http://127.0.0.1:{port}"
     pids = {r.pid for _, r in table.records()}
-    assert len(pids) == 4 and proc.pid not in pids  # workers, not the master
+    assert len(pids) == 4
+    assert proc.pid not in pids  # workers, not the master
 
 
-def test_gunicorn_preload_registers_each_worker_not_the_master(servers: Servers, mesh: meshware.MeshView) -> None:
+def test_gunicorn_preload_registers_each_worker_not_the_master(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
     proc = servers.gunicorn("users_service:app", free_port(), "-w", "2", "--preload")
     table = wait_table(mesh, has_instances("users", 1, records=2), procs=(proc,))
     assert proc.pid not in {r.pid for _, r in table.records()}
 
 
-def test_stopping_gunicorn_withdraws_in_under_a_second(servers: Servers, mesh: meshware.MeshView) -> None:
+def test_stopping_gunicorn_withdraws_in_under_a_second(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
     proc = servers.gunicorn("users_service:app", free_port(), "-w", "2")
     wait_table(mesh, has_instances("users", 1, records=2), procs=(proc,))
     t0 = time.monotonic()
@@ -52,17 +60,25 @@ def test_stopping_gunicorn_withdraws_in_under_a_second(servers: Servers, mesh: m
     assert proc.wait(10) == 0
 
 
-def test_uvicorn_fastapi_registers_and_resolves_with_params(servers: Servers, mesh: meshware.MeshView) -> None:
+def test_uvicorn_fastapi_registers_and_resolves_with_params(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
     port = free_port()
     proc = servers.uvicorn("orders_service:app", port)
     table = wait_table(mesh, has_instances("orders"), procs=(proc,))
     found = table.resolve("GET", "/orders/7")
-    assert (found.service, found.route.template.text, found.params) == ("orders", "/orders/{order_id:int}", {"order_id": 7})
+    assert (found.service, found.route.template.text, found.params) == (
+        "orders",
+        "/orders/{order_id:int}",
+        {"order_id": 7},
+    )
     assert found.route.spec.public
     assert [i.url for i in found.instances] == [f"http://127.0.0.1:{port}"]
 
 
-def test_uvicorn_graceful_stop_withdraws_in_under_a_second(servers: Servers, mesh: meshware.MeshView) -> None:
+def test_uvicorn_graceful_stop_withdraws_in_under_a_second(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
     proc = servers.uvicorn("orders_service:app", free_port())
     wait_table(mesh, has_instances("orders"), procs=(proc,))
     t0 = time.monotonic()
@@ -76,7 +92,9 @@ def test_uvicorn_workers_share_one_instance(servers: Servers, mesh: meshware.Mes
     wait_table(mesh, has_instances("orders", 1, records=2), procs=(proc,), timeout=30)
 
 
-def test_kill_9_record_disappears_within_the_lease_ttl(servers: Servers, mesh: meshware.MeshView) -> None:
+def test_kill_9_record_disappears_within_the_lease_ttl(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
     proc = servers.uvicorn("orders_service:app", free_port())  # MESHWARE_LEASE_TTL=2
     wait_table(mesh, has_instances("orders"), procs=(proc,))
     t0 = time.monotonic()
@@ -87,22 +105,34 @@ def test_kill_9_record_disappears_within_the_lease_ttl(servers: Servers, mesh: m
     assert elapsed < 2 + 1.0, f"record lived {elapsed:.2f} s after kill -9 with a 2 s TTL"
 
 
-def test_flask_debug_reloader_registers_only_the_serving_child(servers: Servers, mesh: meshware.MeshView) -> None:
-    proc = servers.start("flask", "--app", "users_service", "run", "--debug", "--port", str(free_port()))
+def test_flask_debug_reloader_registers_only_the_serving_child(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
+    proc = servers.start(
+        "flask", "--app", "users_service", "run", "--debug", "--port", str(free_port())
+    )
     table = wait_table(mesh, has_instances("users", 1, records=1), procs=(proc,))
     ((_, record),) = table.records()
     assert record.pid != proc.pid  # the reloader's child serves; the parent only watches files
 
 
-def test_etcdctl_shows_the_documented_record(servers: Servers, mesh: meshware.MeshView, etcd_server: EtcdServer) -> None:
+def test_etcdctl_shows_the_documented_record(
+    servers: Servers, mesh: meshware.MeshView, etcd_server: EtcdServer
+) -> None:
     proc = servers.gunicorn("users_service:app", free_port(), "-w", "1")
     wait_table(mesh, has_instances("users"), procs=(proc,))
     out = etcd_server.etcdctl("get", "--prefix", servers.prefix + "/v1/instances/users/")
     key, value = out.stdout.splitlines()[:2]
     record = json.loads(value)
     assert key == f"{servers.prefix}/v1/instances/users/{record['instance']}"
-    assert record["schema"] == 1 and record["service"] == "users" and record["state"] == "serving"
-    assert record["framework"] == "flask" and record["routing"] == "specificity"
+    header = {k: record[k] for k in ("schema", "service", "state", "framework", "routing")}
+    assert header == {
+        "schema": 1,
+        "service": "users",
+        "state": "serving",
+        "framework": "flask",
+        "routing": "specificity",
+    }
     user_route = next(r for r in record["routes"] if r["template"] == "/users/{user_id:int}")
     assert user_route == {
         "template": "/users/{user_id:int}",
@@ -114,7 +144,10 @@ def test_etcdctl_shows_the_documented_record(servers: Servers, mesh: meshware.Me
 
 
 def test_garbage_under_the_prefix_warns_once_and_keeps_the_table(
-    servers: Servers, mesh: meshware.MeshView, etcd_server: EtcdServer, caplog: pytest.LogCaptureFixture
+    servers: Servers,
+    mesh: meshware.MeshView,
+    etcd_server: EtcdServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     proc = servers.gunicorn("users_service:app", free_port(), "-w", "1")
     wait_table(mesh, has_instances("users"), procs=(proc,))
@@ -124,11 +157,16 @@ def test_garbage_under_the_prefix_warns_once_and_keeps_the_table(
         table = mesh.wait_for(lambda t: bad_key in t.rejected, timeout=5)
     assert table.resolve("GET", "/users/1").service == "users"
     warnings = [r.getMessage() for r in caplog.records if bad_key in r.getMessage()]
-    assert len(warnings) == 1 and "not JSON" in warnings[0]
+    assert len(warnings) == 1
+    assert "not JSON" in warnings[0]
 
 
-def test_a_watching_process_sees_a_change_within_100_ms(mesh: meshware.MeshView, etcd_server: EtcdServer) -> None:
-    record = meshware.InstanceRecord("probe", "p1", "http://127.0.0.1:9", (meshware.RouteSpec("/probe", ("GET",)),))
+def test_a_watching_process_sees_a_change_within_100_ms(
+    mesh: meshware.MeshView, etcd_server: EtcdServer
+) -> None:
+    record = meshware.InstanceRecord(
+        "probe", "p1", "http://127.0.0.1:9", (meshware.RouteSpec("/probe", ("GET",)),)
+    )
     key = f"{mesh.prefix}/v1/instances/probe/p1"
     delays = []
     for _ in range(5):
@@ -140,7 +178,9 @@ def test_a_watching_process_sees_a_change_within_100_ms(mesh: meshware.MeshView,
         etcd_server_client.raise_for_status()
         mesh.wait_for(lambda t: "probe" in t.services, timeout=2)
         delays.append(time.monotonic() - t0)
-        httpx.post(f"{etcd_server.endpoint}/v3/kv/deleterange", json={"key": _b64(key)}).raise_for_status()
+        httpx.post(
+            f"{etcd_server.endpoint}/v3/kv/deleterange", json={"key": _b64(key)}
+        ).raise_for_status()
         mesh.wait_for(lambda t: "probe" not in t.services, timeout=2)
     assert sorted(delays)[2] < 0.1, delays
 
@@ -155,12 +195,16 @@ def test_lost_lease_is_replaced_and_the_record_put_again(
     lease = json.loads(etcd_server.etcdctl("get", key, "-w", "json").stdout)["kvs"][0]["lease"]
     etcd_server.etcdctl("lease", "revoke", format(lease, "x"))  # the record goes with its lease
     mesh.wait_for(lambda t: not t.instances("orders"), timeout=5)
-    table = mesh.wait_for(lambda t: bool(t.instances("orders")), timeout=5)  # back within ttl/3 + jitter
+    table = mesh.wait_for(
+        lambda t: bool(t.instances("orders")), timeout=5
+    )  # back within ttl/3 + jitter
     ((_, after),) = table.records()
     assert after.instance_id == before.instance_id
 
 
-def test_etcd_outage_keeps_tables_and_registrations_come_back(servers: Servers, mesh_prefix: str) -> None:
+def test_etcd_outage_keeps_tables_and_registrations_come_back(
+    servers: Servers, mesh_prefix: str
+) -> None:
     with EtcdServer() as etcd:
         servers.etcd = etcd
         proc = servers.uvicorn("orders_service:app", free_port())
@@ -178,10 +222,14 @@ def test_etcd_outage_keeps_tables_and_registrations_come_back(servers: Servers, 
             wait_table(view, has_instances("orders"), procs=(proc,), timeout=10)
             # the watch resumed: a new change is seen
             etcd.etcdctl("put", f"{mesh_prefix}/v1/instances/orders/junk", "x")
-            view.wait_for(lambda t: f"{mesh_prefix}/v1/instances/orders/junk" in t.rejected, timeout=5)
+            view.wait_for(
+                lambda t: f"{mesh_prefix}/v1/instances/orders/junk" in t.rejected, timeout=5
+            )
 
 
-def test_strict_mode_refuses_to_start_on_a_conflict(servers: Servers, mesh: meshware.MeshView) -> None:
+def test_strict_mode_refuses_to_start_on_a_conflict(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
     from flask import Flask
 
     from meshware.integrations.flask import Mesh

@@ -33,7 +33,9 @@ def test_memory_registry_conforms() -> None:
         assert isinstance(registry, MemoryRegistry)
         registry.compact(revision)
 
-    ran = check_registry(lambda: MemoryRegistry(clock=clock), wait_lease_expiry=expire, compact=compact)
+    ran = check_registry(
+        lambda: MemoryRegistry(clock=clock), wait_lease_expiry=expire, compact=compact
+    )
     assert len(ran) == 8
 
 
@@ -43,12 +45,22 @@ def test_etcd_registry_conforms(etcd_server: EtcdServer) -> None:
         deadline = time.monotonic() + ttl + 5
         prefix = "/conformance/"
         while time.monotonic() < deadline:
-            if not any(e.key.startswith(prefix) for e in registry.snapshot(prefix).entries if b"v" == e.value):
+            if not any(
+                e.key.startswith(prefix)
+                for e in registry.snapshot(prefix).entries
+                if e.value == b"v"
+            ):
                 return
             time.sleep(0.05)
 
     def compact(registry: Registry, revision: int) -> None:
-        httpx.post(f"{etcd_server.endpoint}/v3/kv/compaction", json={"revision": str(revision)}).raise_for_status()
+        httpx.post(
+            f"{etcd_server.endpoint}/v3/kv/compaction", json={"revision": str(revision)}
+        ).raise_for_status()
 
-    ran = check_registry(lambda: EtcdRegistry(EtcdClient(etcd_server.endpoint)), wait_lease_expiry=expire, compact=compact)
+    ran = check_registry(
+        lambda: EtcdRegistry(EtcdClient(etcd_server.endpoint)),
+        wait_lease_expiry=expire,
+        compact=compact,
+    )
     assert len(ran) == 8
