@@ -116,7 +116,10 @@ def flask_routes(
     exclude: Sequence[str] = (),
     include_static: bool = False,
 ) -> list[RouteSpec]:
-    """Every route ``app`` serves, in ``app.url_map`` order, as canonical ``RouteSpec`` s.
+    """Every route ``app`` serves, as canonical ``RouteSpec`` s.
+
+    The order is ``app.url_map.iter_rules()`` (rules grouped by endpoint); it carries no
+    meaning, werkzeug matches by specificity.
 
     ``include`` / ``exclude`` are fnmatch patterns tried against each route's template and
     endpoint name (``include=None``: everything; ``exclude`` wins). The static-file routes are
@@ -139,7 +142,7 @@ def _rule_specs(
         return []
     name = rule.endpoint if isinstance(rule.endpoint, str) else None
     view = app.view_functions.get(name) if name is not None else None
-    if _is_static_view(view) and not include_static:
+    if not include_static and _is_static(app, rule, view):
         return []
     where = f"Flask route {rule.rule!r} (endpoint {name!r})"
     base_marks = _view_marks(view)
@@ -174,7 +177,14 @@ def _rule_specs(
 # --------------------------------------------------------------------------- views and marks
 
 
-def _is_static_view(view: object) -> bool:
+def _is_static(app: Flask, rule: Rule, view: object) -> bool:
+    """The app's static route (its view is a lambda) or a blueprint's (``send_static_file``)."""
+    if (
+        rule.endpoint == "static"
+        and app.has_static_folder
+        and rule.rule == f"{app.static_url_path}/<path:filename>"
+    ):
+        return True
     return getattr(view, "__name__", None) == "send_static_file" and isinstance(
         getattr(view, "__self__", None), Scaffold
     )

@@ -23,9 +23,10 @@ tables but publish the same thing, so the parts that do not depend on the framew
   valid.
 * **Regexes** (:func:`segment_regex`, :func:`regex_can_match_slash`): a converter's regex is
   carried as ``{name:re:REGEX}``. The canonical form refuses a ``/`` anywhere in REGEX (even in
-  ``[^/]``), so every slash is written ``\\x2f``; braces inside character classes are escaped so
-  that the braces of REGEX balance. Whether a regex can consume a ``/`` is decided on the parse
-  tree of :mod:`re` (not by looking for a ``/`` in the text): ``.``, ``\\S``, ``[^-]`` can.
+  ``[^/]``), so every slash is written ``\\x2f``; braces inside character classes, and braces
+  that are not quantifiers, are escaped so that the braces of REGEX balance. Whether a regex
+  can consume a ``/`` is decided on the parse tree of :mod:`re` (not by looking for a ``/`` in
+  the text): ``.``, ``\\S``, ``[^-]`` can.
 
 This module is pure: no I/O, no framework imports.
 """
@@ -45,7 +46,6 @@ from meshware._errors import ConfigError, TemplateError
 __all__ = [
     "Param",
     "Selection",
-    "host_without_port",
     "is_str_regex",
     "regex_can_match_slash",
     "render_template",
@@ -87,13 +87,14 @@ class Selection:
 
 
 def _patterns(value: Sequence[str], setting: str) -> tuple[str, ...]:
-    if isinstance(value, str | bytes) or not all(isinstance(p, str) for p in value):
+    patterns = () if isinstance(value, str | bytes) else tuple(value)
+    if isinstance(value, str | bytes) or not all(isinstance(p, str) for p in patterns):
         raise ConfigError(
             f"{setting} must be a sequence of fnmatch patterns such as ['/internal/*'], "
             f"got {value!r}",
             setting=setting,
         )
-    return tuple(value)
+    return patterns
 
 
 # --------------------------------------------------------------------------- marks
@@ -222,14 +223,6 @@ def render_template(pieces: Iterable[Piece], *, where: str, host: bool = False) 
                 )
         out.append("{" + name + "}" if piece.kind == "str" else "{" + name + ":" + piece.kind + "}")
     return "".join(out)
-
-
-def host_without_port(text: str) -> str:
-    """``example.com:8000`` -> ``example.com`` (an IPv6 literal ``[::1]`` keeps its colons)."""
-    if text.endswith("]"):
-        return text
-    head, sep, tail = text.rpartition(":")
-    return head if sep and tail.isdigit() else text
 
 
 # --------------------------------------------------------------------------- regexes

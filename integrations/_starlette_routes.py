@@ -13,10 +13,11 @@ returns them in that order (depth first through mounts) and the caller publishes
   anything else -- or an ``HTTPEndpoint`` overriding ``dispatch`` -- is ``("*",)``.
 * ``WebSocketRoute``: ``kind="websocket"``, methods ``("GET",)``.
 * ``Mount``: prefixes concatenate (``Mount("/api", routes=[Route("/", ...)])`` is ``/api/``).
-  A mounted ``Router``, ``Starlette`` or ``FastAPI`` app is introspected recursively, through
-  any middleware wrapped around it (each ``.app`` is followed). Anything else -- a plain ASGI
-  callable, a WSGI app under a WSGI middleware -- is opaque: one route
-  ``{prefix}/{path:path}``, methods ``("*",)``, ``kind="mount"``. ``StaticFiles`` mounts are
+  A mounted ``Router``, ``Starlette`` or ``FastAPI`` app (or any object whose ``.router`` is a
+  ``Router``) is introspected recursively, through any middleware wrapped around it (each
+  ``.app`` is followed). Anything else -- a plain ASGI callable, a WSGI app under a WSGI
+  middleware -- is opaque: one route ``{prefix}/{path:path}``, methods ``("*",)``,
+  ``kind="mount"``. ``StaticFiles`` mounts are
   left out unless ``include_static`` (then ``("GET", "HEAD")``, ``kind="mount"``), and so are
   FastAPI's ``APIRouter.frontend(...)`` directories, which FastAPI tries after every other
   route, so they come last in their router.
@@ -57,7 +58,7 @@ the server (``uvicorn --root-path``) is not visible to the app object and is not
 from __future__ import annotations
 
 import functools
-import importlib
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +178,10 @@ def _unwrap(obj: object) -> _Target:
         if isinstance(current, StaticFiles):
             static = True
             break
+        own_router = getattr(current, "router", None)  # an app object built around a Router
+        if isinstance(own_router, Router):
+            router, owner = own_router, current
+            break
         inner = getattr(current, "app", None)  # the ASGI middleware convention
         if inner is None or inner is current or not callable(inner):
             break
@@ -188,18 +193,13 @@ def _unwrap(obj: object) -> _Target:
 
 
 def _fastapi_routing() -> Any:
-    try:
-        return importlib.import_module("fastapi.routing")
-    except ImportError:
-        return None
+    # An app can only hold FastAPI objects if FastAPI is imported: never import it here.
+    return sys.modules.get("fastapi.routing")
 
 
 def _is_fastapi(app: object) -> bool:
-    try:
-        applications: Any = importlib.import_module("fastapi.applications")
-    except ImportError:
-        return False
-    return isinstance(app, applications.FastAPI)
+    applications: Any = sys.modules.get("fastapi.applications")
+    return applications is not None and isinstance(app, applications.FastAPI)
 
 
 def _root_path(app: object) -> str:
@@ -281,16 +281,15 @@ class _Walker:
 
     def container(self, route: BaseRoute, level: _Level) -> None:
         """A route type Starlette does not define: FastAPI's included routers, or unknown."""
-        routing = _fastapi_routing()
-        iter_contexts = getattr(routing, "iter_route_contexts", None)
-        contexts: list[Any] = list(iter_contexts([route])) if iter_contexts is not None else []
-        if not contexts or any(c.original_route is route for c in contexts):
+        iter_contexts = getattr(_fastapi_routing(), "iter_route_contexts", None)
+        if iter_contexts is None or not hasattr(route, "original_router"):
             warnings.warn(
-                f"route {route!r} under {level.raw or '/'!r} is of a type meshware cannot read; "
-                "it is not published",
+                f"a route of type {type(route).__name__} under {level.raw or '/'!r} cannot be "
+                "read by meshware; it is not published",
                 stacklevel=2,
             )
             return
+        contexts: list[Any] = list(iter_contexts([route]))  # empty for a router of frontend files
         # Each context reads like a Route / Mount / ... with the include prefixes applied.
         for context in contexts:
             original = context.original_route
@@ -398,7 +397,15 @@ class _Walker:
         if marks.get("exclude"):
             return
         namespace = level.namespace + (name + ":" if name else "")
-        inner = _Level(pieces, raw, host, namespace, marks, level.root, rel)
+        inner = _Level(
+            prefix=pieces,
+            raw=raw,
+            host=host,
+            namespace=namespace,
+            marks=marks,
+            root=level.root,
+            rel=rel,
+        )
         if target.router is None:
             opaque_name = level.namespace + name if name else None
             self.opaque(target, inner, pieces, name=opaque_name, where=where)
@@ -412,7 +419,14 @@ class _Walker:
                     stacklevel=2,
                 )
                 return
-            inner = _Level((sub_root,), sub_root, host, namespace, marks, sub_root, "")
+            inner = _Level(
+                prefix=(sub_root,),
+                raw=sub_root,
+                host=host,
+                namespace=namespace,
+                marks=marks,
+                root=sub_root,
+            )
         self.router(target, inner)
 
     def opaque(

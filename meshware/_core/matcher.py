@@ -92,13 +92,24 @@ class Trie(Generic[V]):
         """Walk a decoded path (``/a/b``); the first ``accept`` result in precedence order.
 
         ``accept(value, params, arg)`` gets the terminal value, the raw (unconverted) parameter
-        strings in template order, and ``arg`` (passed through, so callers need no closure per call).
+        strings in template order, and ``arg`` (passed through: no closure per call).
         """
         segs = path.split("/")
+        hit = self.first(segs)
+        if hit is not None:
+            found = accept(hit[0], hit[1], arg)
+            if found is not None:
+                return found
+        return self.search(segs, accept, arg)
+
+    def first(self, segs: list[str]) -> tuple[V, tuple[Any, ...]] | None:
+        """The terminal that the depth-first search reaches first, and its raw values.
+
+        ``segs`` is ``path.split("/")``. This follows the search's first choice at every level
+        in a loop (no recursion, no backtracking): if the caller accepts the terminal, it is the
+        search's answer; otherwise the caller runs :meth:`search`, which repeats this work.
+        """
         n = len(segs)
-        # Fast path: follow the depth-first search's *first* choice at every level in a loop.
-        # If that first path reaches an accepted terminal, it is the DFS's answer; only when it
-        # dead-ends does the full backtracking search run (and repeat this work).
         node = self._root
         values: tuple[Any, ...] = ()
         i = 1
@@ -115,19 +126,20 @@ class Trie(Generic[V]):
                 else:
                     path_child = node.path
                     if path_child is None or not path_child[1].is_leaf():
-                        break
+                        return None
                     node = path_child[1]
                     values = (*values, "/".join(segs[i:]))
-                    i = n
-                    continue
+                    break
             node = child
             i += 1
-        else:
-            if node.terminal is not None:
-                found = accept(node.terminal, values, arg)
-                if found is not None:
-                    return found
-        return _walk(self._root, segs, 1, n, (), accept, arg)
+        terminal = node.terminal
+        return None if terminal is None else (terminal, values)
+
+    def search(
+        self, segs: list[str], accept: Callable[[V, tuple[Any, ...], A], R | None], arg: A
+    ) -> R | None:
+        """The full backtracking search: the first ``accept`` result in precedence order."""
+        return _walk(self._root, segs, 1, len(segs), (), accept, arg)
 
     def values(self) -> Iterator[V]:
         """Every stored value (in no particular order)."""

@@ -27,8 +27,9 @@ Pure: no I/O, no clock, no threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote
 
@@ -134,15 +135,12 @@ class Route:
     shadows: tuple[Route, ...] = ()
     names: tuple[str, ...] = ()
     key: str = ""
-    converts: bool = False
+    converters: tuple[Callable[[str], Any] | None, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", self.template.param_names)
-        object.__setattr__(
-            self,
-            "converts",
-            any(p.converter in ("int", "float", "uuid") for p in self.template.params),
-        )
+        funcs = tuple(p.converter_func for p in self.template.params)
+        object.__setattr__(self, "converters", funcs if any(funcs) else None)
         object.__setattr__(self, "key", f"{self.service} {self.template.text}")
 
     @property
@@ -170,37 +168,48 @@ class Endpoints:
     serving: tuple[Instance, ...]
 
 
-class Resolution:
-    """The answer to "who serves ``METHOD path``?": route, parameters, instances.
+class Resolution(tuple[Route, dict[str, Any], Endpoints]):
+    """The answer to "who serves ``METHOD path``?": ``route``, ``params``, ``endpoints``.
 
-    (A plain slotted class rather than a frozen dataclass: one is built per request.)
+    One is built per request, so it is a tuple subclass (built in C) with named properties.
     """
 
-    __slots__ = ("endpoints", "params", "route")
+    __slots__ = ()
 
-    def __init__(self, route: Route, params: dict[str, Any], endpoints: Endpoints) -> None:
-        self.route = route
-        self.params = params
-        self.endpoints = endpoints
+    route = property(itemgetter(0), doc="The :class:`Route` that matched.")
+    params = property(itemgetter(1), doc="The path parameters, converted (``{'id': 42}``).")
+    endpoints = property(itemgetter(2), doc="The :class:`Endpoints` declaring the route.")
+
+    def __new__(cls, route: Route, params: dict[str, Any], endpoints: Endpoints) -> Resolution:
+        return tuple.__new__(cls, (route, params, endpoints))
 
     def __repr__(self) -> str:
-        return f"Resolution(service={self.route.service!r}, template={self.route.template.text!r}, params={self.params!r})"
+        return (
+            f"Resolution(service={self[0].service!r}, template={self[0].template.text!r}, "
+            f"params={self[1]!r})"
+        )
 
     @property
     def service(self) -> str:
-        return self.route.service
+        """The name of the service that serves the route."""
+        return self[0].service
 
     @property
     def instances(self) -> tuple[Instance, ...]:
         """The live instances that may take the request (draining ones left out)."""
-        return self.endpoints.serving
+        return self[2].serving
 
     def require_instances(self) -> tuple[Instance, ...]:
         """The serving instances, or :class:`~meshware.NoEndpointAvailable` if there are none."""
-        if self.endpoints.serving:
-            return self.endpoints.serving
-        reason = "all instances are draining" if self.endpoints.all else "no instance declares it"
-        raise NoEndpointAvailable(self.route.service, self.route.template.text, reason=reason)
+        endpoints: Endpoints = self[2]
+        if endpoints.serving:
+            return endpoints.serving
+        reason = "all instances are draining" if endpoints.all else "no instance declares it"
+        route: Route = self[0]
+        raise NoEndpointAvailable(route.service, route.template.text, reason=reason)
+
+
+_new_resolution = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,50 +323,80 @@ class RoutingTable:
         ignored). Raises :class:`~meshware.NoRouteError` when no service publishes a matching
         route. A route with no serving instance still resolves; call
         :meth:`Resolution.require_instances` to get :class:`~meshware.NoEndpointAvailable`.
+
+        This is the request hot path: no locks, no I/O, one loop down the trie in the common
+        case.
         """
-        found = self.match(method, path, host=host)
-        if isinstance(found, Resolution):
-            return found
-        raise NoRouteError(method.upper(), path, allowed=found)
+        method = method.upper()
+        if "?" in path or "%" in path or path[:1] != "/":
+            path = _clean_path(path)
+        segs = path.split("/")
+        route: Route | None = None
+        values: tuple[Any, ...] = ()
+        if host is None:
+            hit = self._trie.first(segs)
+            if hit is not None:
+                first = hit[0].first
+                route = first.get(method) or first.get(ANY_METHOD)
+                values = hit[1]
+        if route is None:
+            route, values = self._slow_match(method, path, segs, host)
+        if route.shadows:
+            return self._shadowed(route, values, method, path)
+        if not values:
+            params: dict[str, Any] = {}
+        elif route.converters is None:
+            params = dict(zip(route.names, values, strict=True))
+        elif len(values) == 1:
+            convert = route.converters[0]
+            params = {route.names[0]: values[0] if convert is None else convert(values[0])}
+        else:
+            params = {}
+            for name, convert, value in zip(route.names, route.converters, values, strict=True):
+                params[name] = value if convert is None else convert(value)
+        return _new_resolution(
+            Resolution, (route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS))
+        )
 
     def match(
         self, method: str, path: str, *, host: str | None = None
     ) -> Resolution | tuple[str, ...]:
         """Like :meth:`resolve`, but returns the allowed methods (maybe empty) instead of raising.
 
-        This is the request hot path: no locks, no I/O, one trie walk.
+        A :class:`Resolution` is a tuple too: test the answer with ``isinstance(x, Resolution)``.
         """
-        method = method.upper()
-        if "?" in path or "%" in path or path[:1] != "/":
-            path = _clean_path(path)
-        acceptor = _accept_any_host if host is None else _host_acceptor(host)
-        found = self._trie.match(path, acceptor, method)
-        if found is None:
-            allowed: set[str] = set()
-            self._trie.match(path, _allowed_acceptor(host, allowed), method)
-            if allowed or path == "/":
-                return tuple(sorted(allowed))
+        try:
+            return self.resolve(method, path, host=host)
+        except NoRouteError as exc:
+            return exc.allowed
+
+    def _slow_match(self, method: str, path: str, segs: list[str], host: str | None) -> _Found:
+        """The full search, host matching, the trailing-slash fallback, or NoRouteError."""
+        acceptor: _Acceptor = _accept_any_host if host is None else _host_acceptor(host)
+        found = self._trie.search(segs, acceptor, method)
+        if found is not None:
+            return found
+        allowed: set[str] = set()
+        self._trie.search(segs, _allowed_acceptor(host, allowed), method)
+        if not allowed and path != "/":
             # Both frameworks redirect a missing or extra trailing slash: route it to the owner.
-            path = path[:-1] if path.endswith("/") else path + "/"
-            found = self._trie.match(path, acceptor, method)
-            if found is None:
-                return ()
-        route, values = found
-        if route.shadows:
-            for earlier in route.shadows:
-                if earlier.allows(method):
-                    params = earlier.template.match(path)
-                    if params is not None:
-                        route = earlier
-                        break
-            else:
-                params = route.template.convert(values)
-        elif values:
-            params = (
-                route.template.convert(values) if route.converts else dict(zip(route.names, values, strict=True))
-            )
-        else:
-            params = {}
+            toggled = path[:-1] if path.endswith("/") else path + "/"
+            found = self._trie.search(toggled.split("/"), acceptor, method)
+            if found is not None:
+                return found
+        raise NoRouteError(method, path, allowed=sorted(allowed))
+
+    def _shadowed(self, route: Route, values: tuple[Any, ...], method: str, path: str) -> Resolution:
+        """An ordered router's answer: an earlier route of the same app may match first."""
+        params = None
+        for earlier in route.shadows:
+            if earlier.allows(method):
+                params = earlier.template.match(path)
+                if params is not None:
+                    route = earlier
+                    break
+        if params is None:
+            params = route.template.convert(values)
         return Resolution(route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS))
 
     @property
@@ -642,7 +681,10 @@ def _accept_any_host(term: _Terminal, values: tuple[Any, ...], method: str) -> _
     return None if route is None else (route, values)
 
 
-def _host_acceptor(host: str) -> Any:
+_Acceptor = Callable[[_Terminal, tuple[Any, ...], str], _Found | None]
+
+
+def _host_acceptor(host: str) -> _Acceptor:
     def accept(term: _Terminal, values: tuple[Any, ...], method: str) -> _Found | None:
         routes = term.by_method.get(method) or term.by_method.get(ANY_METHOD)
         for route in routes or ():
@@ -653,13 +695,14 @@ def _host_acceptor(host: str) -> Any:
     return accept
 
 
-def _allowed_acceptor(host: str | None, allowed: set[str]) -> Any:
+def _allowed_acceptor(host: str | None, allowed: set[str]) -> _Acceptor:
     """Collects the methods allowed on matching paths; never accepts (walks every match)."""
 
-    def accept(term: _Terminal, values: tuple[Any, ...], method: str) -> None:
+    def accept(term: _Terminal, values: tuple[Any, ...], method: str) -> _Found | None:
         for route in term.routes:
             if route.spec.host is None or (host is not None and _host_ok(route.spec.host, host)):
                 allowed.update(route.methods)
+        return None
 
     return accept
 

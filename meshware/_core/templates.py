@@ -107,6 +107,13 @@ class Param:
         conv = CONVERTERS.get(self.converter)
         return conv.convert(raw) if conv is not None else raw
 
+    @property
+    def converter_func(self) -> Callable[[str], Any] | None:
+        """The conversion of a raw value, ``None`` when the value stays a string."""
+        if self.converter in ("int", "float", "uuid"):
+            return CONVERTERS[self.converter].convert
+        return None
+
 
 class SegmentMatcher:
     """Matches one ``/``-separated segment of a request path against one template segment.

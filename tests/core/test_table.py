@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshware import InstanceRecord, NoEndpointAvailable, NoRouteError, RouteSpec, RoutingTable
+from meshware import (
+    InstanceRecord,
+    NoEndpointAvailable,
+    NoRouteError,
+    Resolution,
+    RouteSpec,
+    RoutingTable,
+)
 from meshware._core.records import instance_key
 from meshware._core.table import Delete, Entry, Reset, Upsert
 
@@ -253,7 +260,7 @@ def _answers(table: RoutingTable) -> list[object]:
     for method in ("GET", "POST", "PUT"):
         for path in ("/x", "/x/1", "/x/me", "/x/bob", "/y/a/b", "/z/", "/z", "/none"):
             got = table.match(method, path)
-            if isinstance(got, tuple):
+            if not isinstance(got, Resolution):
                 out.append(got)
             else:
                 out.append(

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 
 import pytest
 
 from meshware._core.templates import Template, parse_template
 
+with warnings.catch_warnings():
+    # Starlette 1.x nags about its TestClient running on httpx; the tests import it after this.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    import starlette.testclient  # noqa: F401
+
 SAMPLE_UUID = "c0ffee00-0000-4000-8000-000000000042"
 # Values tried, in order, for an ``re:`` parameter: the first one its regex accepts is used.
-RE_CANDIDATES = ("abc", "en", "2024", "007", "0042", "-7", "-042", "1.5", "-1.5", "b.c", "a")
+RE_CANDIDATES = (
+    "abc",
+    "en",
+    "12",
+    "2024",
+    "007",
+    "0042",
+    "-7",
+    "-042",
+    "1.5",
+    "-1.5",
+    "b.c",
+    "a",
+    "png",
+    "tar.gz",
+)
 SAMPLES = {"str": "abc", "int": "42", "float": "1.5", "uuid": SAMPLE_UUID, "path": "a/b.txt"}
 
 
