@@ -27,6 +27,7 @@ Pure: no I/O, no clock, no threads.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -132,6 +133,8 @@ class Route:
     spec: RouteSpec
     rank: tuple[int, str]
     order: int
+    ordered: bool = False  # the app's router takes the first declared match (Starlette)
+    route_id: str = ""  # unique within the service: template and methods
     shadows: tuple[Route, ...] = ()
     names: tuple[str, ...] = ()
     key: str = ""
@@ -141,7 +144,11 @@ class Route:
         object.__setattr__(self, "names", self.template.param_names)
         funcs = tuple(p.converter_func for p in self.template.params)
         object.__setattr__(self, "converters", funcs if any(funcs) else None)
-        object.__setattr__(self, "key", f"{self.service} {self.template.text}")
+        if not self.route_id:
+            object.__setattr__(
+                self, "route_id", f"{self.template.text} {','.join(sorted(self.methods))}"
+            )
+        object.__setattr__(self, "key", f"{self.service} {self.route_id}")
 
     @property
     def any_method(self) -> bool:
@@ -156,7 +163,8 @@ class Route:
             self.spec,
             self.rank,
             self.order,
-            tuple((s.template.text, s.methods, s.spec) for s in self.shadows),
+            self.ordered,
+            tuple((s.route_id, s.spec) for s in self.shadows),
         )
 
 
@@ -228,7 +236,7 @@ class _Terminal:
     __slots__ = ("by_method", "first", "routes")
 
     def __init__(self, routes: Iterable[Route]) -> None:
-        ordered = sorted(routes, key=lambda r: (r.rank, r.service, r.template.text))
+        ordered = sorted(routes, key=lambda r: (r.rank, r.service, r.order, r.route_id))
         self.routes: tuple[Route, ...] = tuple(ordered)
         wildcard = tuple(r for r in ordered if r.any_method)
         methods = {m for r in ordered for m in r.methods if m != ANY_METHOD}
@@ -253,8 +261,8 @@ class _Service:
     """Everything the table knows about one service, rebuilt when one of its records changes."""
 
     name: str
-    routes: Mapping[str, Route]  # by template text
-    endpoints: Mapping[str, Endpoints]  # by template text
+    routes: Mapping[str, Route]  # by route id (template and methods)
+    endpoints: Mapping[str, Endpoints]  # by route id
     instances: tuple[Instance, ...]
 
 
@@ -379,14 +387,20 @@ class RoutingTable:
         allowed: set[str] = set()
         self._trie.search(segs, _allowed_acceptor(host, allowed), method)
         if not allowed and path != "/":
-            # Both frameworks redirect a missing or extra trailing slash: route it to the owner.
-            toggled = path[:-1] if path.endswith("/") else path + "/"
+            # The app redirects a missing or extra trailing slash: route it to the owner. Starlette
+            # tries both forms on any route; werkzeug only adds the slash of a rule ending in '/'.
+            adding = not path.endswith("/")
+            toggled = path + "/" if adding else path[:-1]
             found = self._trie.search(toggled.split("/"), acceptor, method)
-            if found is not None:
+            if found is not None and (
+                found[0].ordered or (adding and found[0].template.text.endswith("/"))
+            ):
                 return found
         raise NoRouteError(method, path, allowed=sorted(allowed))
 
-    def _shadowed(self, route: Route, values: tuple[Any, ...], method: str, path: str) -> Resolution:
+    def _shadowed(
+        self, route: Route, values: tuple[Any, ...], method: str, path: str
+    ) -> Resolution:
         """An ordered router's answer: an earlier route of the same app may match first."""
         params = None
         for earlier in route.shadows:
@@ -418,7 +432,7 @@ class RoutingTable:
             for svc in self._services.values()
             for text, route in svc.routes.items()
         ]
-        out.sort(key=lambda re_: (re_[0].template.text, re_[0].service))
+        out.sort(key=lambda re_: (re_[0].template.text, re_[0].service, re_[0].route_id))
         return out
 
     def conflicts(self) -> list[Conflict]:
@@ -588,64 +602,75 @@ def _build_service(name: str, members: list[tuple[Entry, InstanceRecord]]) -> _S
             version=newest.version,
             labels=newest.labels,
         )
-    # Routes: metadata and order from the newest record declaring each; methods unioned;
-    # rank = the oldest create_revision among the records declaring it.
-    specs: dict[str, RouteSpec] = {}
-    methods: dict[str, set[str]] = {}
-    rank: dict[str, int] = {}
-    order: dict[str, int] = {}
-    urls: dict[str, dict[str, None]] = {}
+    # Membership is per (template, method): the instances serving GET /x are exactly those whose
+    # record declares /x with GET. Metadata and order come from the newest record declaring the
+    # pair; rank is the oldest create_revision among them. Methods of one template that share
+    # metadata and instances are then grouped into one Route.
+    slots: dict[tuple[str, str], _Slot] = {}
     ordered = False
     for entry, record in members:  # oldest first, so the newest wins for spec/order
         ordered = record.routing == "ordered"
         for position, spec in enumerate(record.routes):
-            text = spec.template
-            specs[text] = spec
-            methods.setdefault(text, set()).update(spec.methods)
-            rank.setdefault(text, entry.create_revision)
-            order[text] = position
-            urls.setdefault(text, {})[record.url] = None
-    templates = {text: parse_template(text) for text in specs}
-    plain: dict[str, Route] = {
-        text: Route(
+            for method in spec.methods:
+                slot = slots.get((spec.template, method))
+                if slot is None:
+                    slot = slots[(spec.template, method)] = _Slot(entry.create_revision)
+                slot.spec = spec
+                slot.order = position
+                slot.urls[record.url] = None
+    groups: dict[tuple[str, RouteSpec, tuple[str, ...]], list[tuple[str, _Slot]]] = {}
+    for (text, method), slot in slots.items():
+        assert slot.spec is not None
+        key = (text, dataclasses.replace(slot.spec, methods=()), tuple(slot.urls))
+        groups.setdefault(key, []).append((method, slot))
+    plain: dict[str, Route] = {}
+    endpoints: dict[str, Endpoints] = {}
+    for (text, _, urls), claims in groups.items():
+        methods = frozenset(m for m, _ in claims)
+        route_id = f"{text} {','.join(sorted(methods))}"
+        first_spec = claims[0][1].spec
+        assert first_spec is not None
+        plain[route_id] = Route(
             service=name,
-            template=templates[text],
-            methods=frozenset(methods[text]),
-            spec=specs[text],
-            rank=(rank[text], name),
-            order=order[text],
+            template=parse_template(text),
+            methods=methods,
+            spec=first_spec,
+            rank=(min(slot.rank for _, slot in claims), name),
+            order=min(slot.order for _, slot in claims),
+            ordered=ordered,
+            route_id=route_id,
         )
-        for text in specs
-    }
+        all_ = tuple(instances[u] for u in urls)
+        endpoints[route_id] = Endpoints(all_, tuple(i for i in all_ if i.serving))
     routes = _with_shadows(plain) if ordered else plain
-    endpoints = {}
-    for text, members_urls in urls.items():
-        all_ = tuple(instances[u] for u in members_urls)
-        endpoints[text] = Endpoints(all_, tuple(i for i in all_ if i.serving))
     return _Service(name, routes, endpoints, tuple(instances.values()))
+
+
+class _Slot:
+    """What the records of one service say about one (template, method) pair."""
+
+    __slots__ = ("order", "rank", "spec", "urls")
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.order = 0
+        self.spec: RouteSpec | None = None
+        self.urls: dict[str, None] = {}
 
 
 def _with_shadows(routes: dict[str, Route]) -> dict[str, Route]:
     """For an ordered router: give each route the earlier routes that may match its paths."""
-    by_order = sorted(routes.values(), key=lambda r: (r.order, r.template.text))
+    by_order = sorted(routes.values(), key=lambda r: (r.order, r.route_id))
     out: dict[str, Route] = {}
     for k, route in enumerate(by_order):
         earlier = tuple(
-            out[e.template.text]
+            out[e.route_id]
             for e in by_order[:k]
             if e.template.shape != route.template.shape and _may_overlap(e.template, route.template)
         )
         if earlier:
-            route = Route(
-                route.service,
-                route.template,
-                route.methods,
-                route.spec,
-                route.rank,
-                route.order,
-                earlier,
-            )
-        out[route.template.text] = route
+            route = dataclasses.replace(route, shadows=earlier)
+        out[route.route_id] = route
     return out
 
 

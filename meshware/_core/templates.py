@@ -363,7 +363,7 @@ def parse_template(text: str, *, host: bool = False) -> Template:
             and any(p.converter == "path" for p in seg.params)
             and (len(seg.params) != 1 or seg.key != "{:path}")
         ):
-                raise TemplateError(
-                    f"template {text!r}: a path parameter must be a whole segment of its own"
-                )
+            raise TemplateError(
+                f"template {text!r}: a path parameter must be a whole segment of its own"
+            )
     return Template(text, tuple(segments), params, shape, re.compile(full_regex))

@@ -16,8 +16,14 @@ import httpx
 from meshware._errors import EtcdError, LeaseLost, RegistryUnavailable
 
 from . import _protocol as p
-from ._config import DEFAULT_WATCH_READ_TIMEOUT, ClientSettings, TLSConfig, describe_failure
-from ._sync import _shutdown, _StreamEnded
+from ._config import (
+    DEFAULT_WATCH_READ_TIMEOUT,
+    ClientSettings,
+    StreamEnded,
+    TLSConfig,
+    describe_failure,
+    shutdown_socket,
+)
 
 __all__ = ["AsyncEtcdClient", "AsyncWatch"]
 
@@ -55,12 +61,12 @@ class AsyncEtcdClient:
     @property
     def endpoints(self) -> tuple[str, ...]:
         """The configured endpoints."""
-        return self._settings.endpoints.urls
+        return self._settings.failover.urls
 
     @property
     def current_endpoint(self) -> str:
         """The endpoint calls go to first (the one that last answered)."""
-        return self._settings.endpoints.current
+        return self._settings.failover.current
 
     # -- I/O -------------------------------------------------------------------------------
 
@@ -68,9 +74,9 @@ class AsyncEtcdClient:
         self, http: httpx.AsyncClient, request: p.Request[Any], *, stream: bool = False
     ) -> httpx.Response:
         """POST ``request`` to the first endpoint that answers (other than with a 503)."""
-        endpoints = self._settings.endpoints
+        failover = self._settings.failover
         failures: list[tuple[str, str]] = []
-        for url in endpoints.order():
+        for url in failover.order():
             headers = self._settings.auth_headers()
             try:
                 r = http.build_request(
@@ -85,9 +91,9 @@ class AsyncEtcdClient:
                 await response.aclose()
                 failures.append((url, describe_failure(response)))
                 continue
-            endpoints.succeeded(url)
+            failover.succeeded(url)
             return response
-        raise endpoints.unavailable(failures)
+        raise failover.unavailable(failures)
 
     async def _login(self) -> None:
         response = await self._send(self._http, self._settings.login_request())
@@ -254,7 +260,7 @@ class AsyncWatch:
                 if self._lines is None:
                     await self._open()
                 line = await self._read_line()
-            except (httpx.TransportError, _StreamEnded) as exc:
+            except (httpx.TransportError, StreamEnded) as exc:
                 if self._closed:
                     raise StopAsyncIteration from None
                 raise RegistryUnavailable(
@@ -289,7 +295,7 @@ class AsyncWatch:
         stream = response.extensions.get("network_stream")
         self._socket = stream.get_extra_info("socket") if stream is not None else None
         if self._closed:
-            raise _StreamEnded("closed")
+            raise StreamEnded("closed")
         self._lines = response.aiter_lines()
 
     async def _read_line(self) -> str:
@@ -297,7 +303,7 @@ class AsyncWatch:
         async for line in self._lines:
             if line.strip():
                 return line
-        raise _StreamEnded("etcd closed the stream")
+        raise StreamEnded("etcd closed the stream")
 
     async def _release(self) -> None:
         response, http = self._response, self._http
@@ -315,7 +321,7 @@ class AsyncWatch:
         self._closed = True
         if self._busy:
             if self._socket is not None:
-                _shutdown(self._socket)  # the iterating task wakes up and releases
+                shutdown_socket(self._socket)  # the iterating task wakes up and releases
         else:
             await self._release()
 

@@ -1,8 +1,10 @@
-"""What the sync and async clients share: settings, endpoint failover, login state. No I/O.
+"""What the sync and async clients share: settings, endpoint failover, login state.
+
+Pure decisions, no I/O (except :func:`shutdown_socket`, the one socket call both watches need).
 
 Design notes
 ------------
-* **Failover** (:class:`Endpoints`): calls go to the endpoint that last worked; on a connection
+* **Failover** (:class:`Failover`): calls go to the endpoint that last worked; on a connection
   error, a timeout or an HTTP 503 the next one is tried, in the configured order, until each
   has been tried once in this call; then :class:`~meshware.RegistryUnavailable` names every
   endpoint and what went wrong there. Nothing is locked out: the next call tries again from
@@ -34,7 +36,14 @@ from meshware._errors import ConfigError, EtcdAuthError, RegistryUnavailable
 
 from ._protocol import Request, authenticate_request, needs_reauth, parse_answer
 
-__all__ = ["ClientSettings", "Endpoints", "TLSConfig", "describe_failure"]
+__all__ = [
+    "ClientSettings",
+    "Failover",
+    "StreamEnded",
+    "TLSConfig",
+    "describe_failure",
+    "shutdown_socket",
+]
 
 #: Seconds a watch waits for data by default; see ``watch_prefix``.
 DEFAULT_WATCH_READ_TIMEOUT = 1500.0
@@ -77,7 +86,7 @@ def describe_failure(error: BaseException | httpx.Response) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-class Endpoints:
+class Failover:
     """The etcd endpoints and which one to try first (the one that last worked)."""
 
     def __init__(self, endpoints: Sequence[str] | str) -> None:
@@ -152,7 +161,7 @@ class ClientSettings:
                 "give both username and password for etcd, or neither",
                 setting="username" if username is None else "password",
             )
-        self.endpoints = Endpoints(endpoints)
+        self.failover = Failover(endpoints)
         self.timeout = timeout
         self.verify: ssl.SSLContext | bool = tls.ssl_context() if tls else True
         self._credentials = (username, password) if username is not None else None
@@ -217,3 +226,21 @@ class ClientSettings:
             self._token = None
             return True
         return False
+
+
+# -- shared by the two watch classes ---------------------------------------------------------
+
+
+class StreamEnded(Exception):
+    """The watch stream ended without an error from etcd."""
+
+
+def shutdown_socket(sock: Any) -> None:
+    """Shut a socket down so that a thread blocked reading it wakes up."""
+    try:
+        if isinstance(sock, socket.socket):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # SSLSocket's own would race
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass

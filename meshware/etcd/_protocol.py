@@ -14,11 +14,18 @@ The gateway's quirks, all handled here:
   that are not UTF-8 still round-trip);
 * 64-bit numbers arrive as JSON strings (they are sent as strings too);
 * fields with default values are omitted: a ``PUT`` watch event has no ``type``, an empty range
-  has no ``kvs`` and no ``count``, a failed txn has no ``succeeded``, ``watch_id`` 0 is absent;
+  has no ``kvs`` and no ``count``, ``watch_id`` 0 and ``lease`` 0 are absent (and a failed txn
+  has no ``succeeded``, should txn ever be added): every field is read with its default;
 * errors come as ``{"error": "...", "code": N, "message": "..."}`` with an HTTP status, and
   inside a stream (watch, lease keep-alive) as one line ``{"error": {"grpc_code": N,
   "http_code": N, "message": "..."}}``;
-* a keep-alive for an unknown lease is not an error but an answer without ``TTL``;
+* "user name is empty" and "authentication failed" come with gRPC code 3 (INVALID_ARGUMENT),
+  not 16, so auth errors are recognised by message as well as by code;
+* a keep-alive for an unknown lease is not an error but an answer without ``TTL`` (and a
+  time-to-live answers ``TTL: -1``); keep-alive is the one call that does not check the token;
+* ``/v3/watch`` and ``/v3/lease/keepalive`` are bidirectional gRPC streams: over HTTP/1.1 the
+  request body is all a client can send, so each watch is one ``create_request`` on its own
+  connection (ended by closing it) and each keep-alive one request and one answer line;
 * a watch refused for lack of permission (also: an expired token) is a ``created`` answer that
   is ``canceled`` at once with a ``cancel_reason``; a compacted start revision is a ``canceled``
   answer with ``compact_revision``; in both cases the gateway keeps the stream open.

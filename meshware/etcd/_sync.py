@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import types
 from collections.abc import Iterator, Sequence
@@ -14,7 +13,14 @@ import httpx
 from meshware._errors import EtcdError, LeaseLost, RegistryUnavailable
 
 from . import _protocol as p
-from ._config import DEFAULT_WATCH_READ_TIMEOUT, ClientSettings, TLSConfig, describe_failure
+from ._config import (
+    DEFAULT_WATCH_READ_TIMEOUT,
+    ClientSettings,
+    StreamEnded,
+    TLSConfig,
+    describe_failure,
+    shutdown_socket,
+)
 
 __all__ = ["EtcdClient", "Watch"]
 
@@ -59,12 +65,12 @@ class EtcdClient:
     @property
     def endpoints(self) -> tuple[str, ...]:
         """The configured endpoints."""
-        return self._settings.endpoints.urls
+        return self._settings.failover.urls
 
     @property
     def current_endpoint(self) -> str:
         """The endpoint calls go to first (the one that last answered)."""
-        return self._settings.endpoints.current
+        return self._settings.failover.current
 
     # -- I/O -------------------------------------------------------------------------------
 
@@ -72,9 +78,9 @@ class EtcdClient:
         self, http: httpx.Client, request: p.Request[Any], *, stream: bool = False
     ) -> httpx.Response:
         """POST ``request`` to the first endpoint that answers (other than with a 503)."""
-        endpoints = self._settings.endpoints
+        failover = self._settings.failover
         failures: list[tuple[str, str]] = []
-        for url in endpoints.order():
+        for url in failover.order():
             headers = self._settings.auth_headers()
             try:
                 r = http.build_request(
@@ -89,9 +95,9 @@ class EtcdClient:
                 response.close()
                 failures.append((url, describe_failure(response)))
                 continue
-            endpoints.succeeded(url)
+            failover.succeeded(url)
             return response
-        raise endpoints.unavailable(failures)
+        raise failover.unavailable(failures)
 
     def _login(self) -> None:
         response = self._send(self._http, self._settings.login_request())
@@ -224,17 +230,6 @@ class EtcdClient:
         return f"<EtcdClient {', '.join(self.endpoints)}>"
 
 
-def _shutdown(sock: Any) -> None:
-    """Shut a socket down so that a thread blocked reading it wakes up."""
-    try:
-        if isinstance(sock, socket.socket):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # SSLSocket's own would race
-        else:
-            sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, AttributeError):
-        pass
-
-
 class Watch:
     """A running watch: an iterator of :class:`WatchResponse` over one streaming connection.
 
@@ -296,7 +291,7 @@ class Watch:
                 if self._lines is None:
                     self._open()
                 line = self._read_line()
-            except (httpx.TransportError, _StreamEnded) as exc:
+            except (httpx.TransportError, StreamEnded) as exc:
                 if self._closed:
                     raise StopIteration from None
                 raise RegistryUnavailable(
@@ -333,7 +328,7 @@ class Watch:
             self._socket = stream.get_extra_info("socket") if stream is not None else None
             closed = self._closed
         if closed:  # close() came while we connected
-            raise _StreamEnded("closed")
+            raise StreamEnded("closed")
         self._lines = response.iter_lines()
 
     def _read_line(self) -> str:
@@ -341,7 +336,7 @@ class Watch:
         for line in self._lines:
             if line.strip():
                 return line
-        raise _StreamEnded("etcd closed the stream")
+        raise StreamEnded("etcd closed the stream")
 
     def _release(self) -> None:
         with self._lock:  # whichever thread gets here first closes the connection
@@ -361,7 +356,7 @@ class Watch:
             busy, sock = self._busy, self._socket
         if busy:
             if sock is not None:
-                _shutdown(sock)  # the iterating thread wakes up and releases
+                shutdown_socket(sock)  # the iterating thread wakes up and releases
         else:
             self._release()
 
@@ -375,7 +370,3 @@ class Watch:
         tb: types.TracebackType | None,
     ) -> None:
         self.close()
-
-
-class _StreamEnded(Exception):
-    """The watch stream ended without an error from etcd."""

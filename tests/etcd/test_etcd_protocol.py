@@ -17,7 +17,7 @@ from meshware import (
 )
 from meshware.etcd import KeyValue, TLSConfig, WatchEvent, WatchResponse, prefix_range_end
 from meshware.etcd import _protocol as p
-from meshware.etcd._config import ClientSettings, Endpoints
+from meshware.etcd._config import ClientSettings, Failover
 
 
 def b64(data: str | bytes) -> str:
@@ -270,14 +270,14 @@ def test_next_watch_revision(current: int, response: WatchResponse, expected: in
 
 
 def test_endpoints_stick_to_the_last_good_one_and_keep_order() -> None:
-    endpoints = Endpoints("http://a:1, http://b:2,https://c:3/")
+    endpoints = Failover("http://a:1, http://b:2,https://c:3/")
     assert endpoints.order() == ["http://a:1", "http://b:2", "https://c:3"]
     endpoints.succeeded("http://b:2")
     assert endpoints.order() == ["http://b:2", "https://c:3", "http://a:1"]
 
 
 def test_unavailable_names_every_endpoint_and_its_failure() -> None:
-    endpoints = Endpoints(["http://a:1", "http://b:2"])
+    endpoints = Failover(["http://a:1", "http://b:2"])
     error = endpoints.unavailable([("http://a:1", "refused"), ("http://b:2", "HTTP 503")])
     assert "http://a:1: refused" in str(error)
     assert "http://b:2: HTTP 503" in str(error)
@@ -286,7 +286,7 @@ def test_unavailable_names_every_endpoint_and_its_failure() -> None:
 @pytest.mark.parametrize("bad", ["127.0.0.1:2379", "ftp://a:1", "http://a:1/v3", "http://a:x", ""])
 def test_bad_endpoints_raise_config_error(bad: str) -> None:
     with pytest.raises(ConfigError):
-        Endpoints(bad)
+        Failover(bad)
 
 
 def test_username_without_password_is_a_config_error() -> None:

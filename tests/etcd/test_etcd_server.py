@@ -66,7 +66,7 @@ def test_start_serves_and_stop_removes_process_and_data(etcd_server: EtcdServer)
     pid, data_dir = server.pid, server.data_dir
     assert pid is not None
     assert data_dir.is_dir()
-    assert "v1" in server.etcdctl("put", "k", "v1").stdout + "v1"
+    assert server.etcdctl("put", "k", "v1").stdout.strip() == "OK"
     assert server.etcdctl("get", "k", "--print-value-only").stdout.strip() == "v1"
     server.stop()
     server.stop()  # idempotent
@@ -104,7 +104,7 @@ def test_a_fixed_port_in_use_fails_with_the_log_tail(busy_port: int) -> None:
     server = EtcdServer(client_port=busy_port)
     with pytest.raises(EtcdServerError, match="address already in use"):
         server.start()
-    server.stop()
+    assert server._state_dir is None  # the failed start left no temporary directory
 
 
 def test_readiness_check_does_not_accept_another_etcd(etcd_server: EtcdServer) -> None:
@@ -119,22 +119,24 @@ def test_a_server_left_running_is_stopped_at_interpreter_exit() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
-def test_etcd_dies_with_a_killed_test_runner() -> None:
-    script = "s = EtcdServer().start(); print(s.pid, flush=True); import time; time.sleep(60)"
-    runner = subprocess.Popen(
+def test_etcd_dies_with_a_killed_test_runner(tmp_path: Path) -> None:
+    script = (
+        f"s = EtcdServer({str(tmp_path)!r}).start(); print(s.pid, flush=True)\n"
+        "import time; time.sleep(60)"
+    )
+    with subprocess.Popen(
         [sys.executable, "-c", f"from meshware.testing.etcd import EtcdServer\n{script}"],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert runner.stdout is not None
-        pid = int(runner.stdout.readline())
-        assert alive(pid)
-        runner.send_signal(signal.SIGKILL)
-        assert wait_gone(pid)
-    finally:
-        runner.kill()
-        runner.wait()
+    ) as runner:
+        try:
+            assert runner.stdout is not None
+            pid = int(runner.stdout.readline())
+            assert alive(pid)
+            runner.send_signal(signal.SIGKILL)
+            assert wait_gone(pid)
+        finally:
+            runner.kill()
 
 
 def run_python(script: str) -> str:
