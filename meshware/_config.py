@@ -75,7 +75,15 @@ class _Sources:
             raise ConfigError(f"{where} must be a string, got {value!r}", setting=where)
         return value
 
-    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        low: float,
+        high: float,
+        unit: str = "a number of seconds",
+    ) -> float:
         got = self.get(name)
         if got is None:
             return default

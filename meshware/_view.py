@@ -93,7 +93,10 @@ class MeshView:
     def wait_for(
         self, predicate: Callable[[RoutingTable], bool], timeout: float = 5.0
     ) -> RoutingTable:
-        """Block until the table satisfies ``predicate``; raise ``TimeoutError`` after ``timeout``."""
+        """Block until ``predicate(table)`` is true; raise ``TimeoutError`` after ``timeout``.
+
+        The predicate is checked at each table swap and each change of :attr:`connected`.
+        """
         deadline = time.monotonic() + timeout
         with self._changed:
             while not predicate(self.table):
@@ -142,8 +145,13 @@ class MeshView:
         if not self.connected:
             if self.last_contact is not None:
                 log.info("mesh registry reachable again")
-            self.connected = True
+            self._set_connected(True)
         self.last_contact = time.monotonic()
+
+    def _set_connected(self, connected: bool) -> None:
+        with self._changed:  # wait_for() predicates may look at `connected` too
+            self.connected = connected
+            self._changed.notify_all()
 
     def _run(self) -> None:
         failures = 0
@@ -176,11 +184,11 @@ class MeshView:
             except RegistryUnavailable as exc:
                 if self.connected:
                     log.warning("mesh registry unreachable, keeping the last-known table: %s", exc)
-                self.connected = False
+                self._set_connected(False)
                 failures += 1
             except Exception:
                 log.exception("mesh watch failed; retrying")
-                self.connected = False
+                self._set_connected(False)
                 failures += 1
             finally:
                 self._watch = None

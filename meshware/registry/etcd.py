@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
+
 from .._config import EtcdSettings
 from .._core.table import Delete, Entry, Reset, Update, Upsert
+from .._errors import RegistryUnavailable
 from ..etcd import EtcdClient, KeyValue, TLSConfig
 
 __all__ = ["EtcdRegistry"]
 
-# A watch stream with no traffic for this long is re-opened (from the same revision), so a
-# silently dead connection is noticed; etcd's own progress notifications come every 10 minutes.
+# A watch stream with no traffic for this long ends quietly and is re-opened from the same
+# revision, so a silently dead connection (a partition, not a refused connection) is noticed
+# within this time; etcd's own progress notifications come only every 10 minutes.
 WATCH_IDLE_TIMEOUT = 30.0
 
 
@@ -81,6 +85,14 @@ class _EtcdWatch:
         )
 
     def __iter__(self) -> Iterator[list[Update]]:
+        try:
+            yield from self._batches()
+        except RegistryUnavailable as exc:
+            if isinstance(exc.__cause__, httpx.ReadTimeout):
+                return  # idle for watch_idle_timeout: end quietly, the caller watches again
+            raise
+
+    def _batches(self) -> Iterator[list[Update]]:
         for response in self._stream:
             batch: list[Update] = []
             for event in response.events:

@@ -1,0 +1,82 @@
+"""The live view: snapshot then watch; outages, compaction and idle streams change nothing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from meshware import InstanceRecord, MeshView, RouteSpec
+from meshware._core.records import instance_key
+from meshware.etcd import EtcdClient
+from meshware.registry import MemoryRegistry
+from meshware.registry.etcd import EtcdRegistry
+from meshware.testing.etcd import EtcdServer
+
+PREFIX = "/meshware"
+
+
+def record(service: str, iid: str = "1", path: str = "/x") -> InstanceRecord:
+    return InstanceRecord(service, iid, f"http://{service}:1", (RouteSpec(path, ("GET",)),))
+
+
+def put(registry: MemoryRegistry, rec: InstanceRecord) -> None:
+    registry.put(instance_key(PREFIX, rec.service, rec.instance_id), rec.encode())
+
+
+def test_start_loads_the_snapshot_before_returning() -> None:
+    registry = MemoryRegistry()
+    put(registry, record("a"))
+    with MeshView(registry, PREFIX) as view:
+        assert view.table.services == ("a",)
+
+
+def test_changes_reach_the_table() -> None:
+    registry = MemoryRegistry()
+    with MeshView(registry, PREFIX) as view:
+        put(registry, record("a"))
+        view.wait_for(lambda t: "a" in t.services)
+        registry.delete(instance_key(PREFIX, "a", "1"))
+        view.wait_for(lambda t: not t.services)
+
+
+def test_outage_keeps_the_last_known_table_and_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    registry = MemoryRegistry()
+    put(registry, record("a"))
+    with MeshView(registry, PREFIX) as view, caplog.at_level(logging.WARNING, "meshware.view"):
+        before = view.table
+        registry.outage()
+        view.wait_for(lambda t: not view.connected, timeout=5)
+        assert view.table is before
+        assert view.resolve("GET", "/x").service == "a"
+        registry.outage(False)
+        put(registry, record("b", path="/y"))
+        view.wait_for(lambda t: "b" in t.services, timeout=5)
+    assert any("unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_compacted_revision_triggers_a_full_relist() -> None:
+    registry = MemoryRegistry()
+    with MeshView(registry, PREFIX) as view:
+        put(registry, record("a"))
+        view.wait_for(lambda t: "a" in t.services)
+        view.stop()  # fall behind: changes happen while nobody watches, then history is compacted
+        put(registry, record("b", path="/y"))
+        registry.delete(instance_key(PREFIX, "a", "1"))
+        registry.compact()
+        view.start()
+        view.wait_for(lambda t: t.services == ("b",), timeout=5)
+
+
+def test_idle_etcd_watch_is_reopened_quietly(
+    etcd_server: EtcdServer, mesh_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = EtcdRegistry(EtcdClient(etcd_server.endpoint), watch_idle_timeout=0.2)
+    with caplog.at_level(logging.WARNING, "meshware.view"), MeshView(registry, mesh_prefix) as view:
+        watch = registry.watch(mesh_prefix + "/", 0)
+        assert list(watch) == [[]]  # the `created` confirmation, then a quiet end after 0.2 s
+        rec = record("late")
+        registry.put(instance_key(mesh_prefix, "late", "1"), rec.encode())
+        view.wait_for(lambda t: "late" in t.services, timeout=5)
+        assert view.connected
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]

@@ -1,0 +1,121 @@
+"""The `meshware` command against a real etcd: tables for people, JSON for scripts, exit codes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from meshware import InstanceRecord, RouteSpec
+from meshware._core.records import instance_key
+from meshware.cli import main
+from meshware.etcd import EtcdClient
+from meshware.testing.etcd import EtcdServer
+
+
+@pytest.fixture
+def mesh(etcd_server: EtcdServer, mesh_prefix: str) -> list[str]:
+    """Two services in etcd, one conflicting route; the CLI options that reach them."""
+    users = InstanceRecord(
+        "users",
+        "u1",
+        "http://127.0.0.1:8001",
+        (
+            RouteSpec("/users/{id:int}", ("GET", "HEAD"), name="get_user", public=True),
+            RouteSpec("/shared", ("GET",)),
+        ),
+    )
+    other = InstanceRecord(
+        "other", "o1", "http://127.0.0.1:8002", (RouteSpec("/shared", ("GET",)),)
+    )
+    with EtcdClient(etcd_server.endpoint) as client:
+        for r in (users, other):
+            client.put(instance_key(mesh_prefix, r.service, r.instance_id), r.encode())
+    return ["--etcd", etcd_server.endpoint, "--prefix", mesh_prefix]
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_routes_lists_every_route_with_its_service_and_conflict(mesh: list[str]) -> None:
+    code, out = run("routes", *mesh)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["METHODS", "TEMPLATE", "SERVICE", "INSTANCES", "PUBLIC", "CONFLICT"]
+    assert any("/users/{id:int}" in line and "users" in line and "yes" in line for line in lines)
+    assert any("/shared" in line and "other" in line and "lost to users" in line for line in lines)
+
+
+def test_routes_json_is_machine_readable(mesh: list[str]) -> None:
+    code, out = run("routes", "--json", *mesh)
+    assert code == 0
+    routes = json.loads(out)["routes"]
+    user = next(r for r in routes if r["template"] == "/users/{id:int}")
+    assert (user["service"], user["instances"], user["public"]) == ("users", 1, True)
+
+
+def test_instances_of_one_service(mesh: list[str]) -> None:
+    code, out = run("instances", "users", "--json", *mesh)
+    assert code == 0
+    (instance,) = json.loads(out)["instances"]
+    assert (instance["url"], instance["state"]) == ("http://127.0.0.1:8001", "serving")
+
+
+def test_resolve_prints_service_route_params_and_instances(mesh: list[str]) -> None:
+    code, out = run("resolve", "GET", "/users/42", *mesh)
+    assert code == 0
+    assert "service:   users" in out
+    assert '{"id": "42"}' in out
+    assert "http://127.0.0.1:8001" in out
+
+
+def test_resolve_unknown_path_exits_1_with_the_reason(mesh: list[str]) -> None:
+    code, out = run("resolve", "GET", "/nope", *mesh)
+    assert code == 1
+    assert "no route for GET /nope" in out
+
+
+def test_unreachable_etcd_exits_3_naming_the_endpoint() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    code, out = run("routes", "--etcd", dead)
+    assert code == 3
+    assert dead in out
+
+
+def test_bad_endpoint_setting_exits_2() -> None:
+    code, out = run("routes", "--etcd", "etcd.example:2379")
+    assert code == 2
+    assert "http:// or https:// URL" in out
+
+
+def test_dev_runs_an_etcd_until_sigterm() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshware.cli", "dev", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert f"etcd http://127.0.0.1:{port}" in proc.stdout.readline()
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/v3/kv/range", json={"key": "eA=="}).status_code
+            == 200
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"http://127.0.0.1:{port}/v3/kv/range", json={"key": "eA=="})
