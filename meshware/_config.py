@@ -91,9 +91,7 @@ class _Sources:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"{where} must be a number of seconds, got {value!r}", setting=where
-            ) from None
+            raise ConfigError(f"{where} must be {unit}, got {value!r}", setting=where) from None
         if not low <= number <= high:
             raise ConfigError(
                 f"{where} must be between {low:g} and {high:g}, got {value!r}", setting=where
@@ -248,7 +246,7 @@ class MemberSettings:
                 f"MESHWARE_LEASE_TTL must be a whole number of seconds, got {ttl!r}",
                 setting="lease_ttl",
             )
-        weight = src.number("weight", 100, low=0, high=10_000)
+        weight = src.number("weight", 100, low=0, high=10_000, unit="a whole number 0-10000")
         labels = args.get("labels") if args else None
         if labels is not None and not (
             isinstance(labels, Mapping)

@@ -69,5 +69,5 @@ def test_bad_settings_fail_with_the_setting_and_what_was_expected(
 
 
 def test_config_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="MESHWARE_WEIGHT"):
+    with pytest.raises(ValueError, match="MESHWARE_WEIGHT must be a whole number 0-10000"):
         MemberSettings.load({"service": "u"}, env={"MESHWARE_WEIGHT": "heavy"})
