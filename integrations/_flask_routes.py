@@ -15,12 +15,17 @@ werkzeug                                  published
 ========================================  ==================================================
 ``<name>``, ``<string:name>``             ``{name}``
 ``<string(length=2):name>``, min/max      ``{name:re:[^\\x2f]{2}}`` (the converter's regex)
-``<int:name>`` / ``<float:name>``         ``{name:int}`` / ``{name:float}``
+``<int:name>``                            ``{name:int}``
+``<float:name>``                          ``{name:re:[0-9]+\\.[0-9]+}`` (werkzeug needs the dot;
+                                          the canonical ``float`` also matches ``3``)
 ``int(fixed_digits=4)``                   ``{name:re:[0-9]{4}}``
 ``int(signed=True)`` / ``float(signed=)`` ``{name:re:-?[0-9]+}`` / ``re:-?[0-9]+\\.[0-9]+``
 ``int(min=1, max=9)``                     ``{name:int}`` and a warning: bounds are not
                                           expressible, the template matches more
-``<uuid:name>`` / ``<path:name>``         ``{name:uuid}`` / ``{name:path}``
+``<uuid:name>``                           ``{name:re:...}`` with werkzeug's regex (dashes
+                                          required; the canonical ``uuid`` makes them optional)
+``<path:name>``                           ``{name:path}`` (werkzeug's is never empty and
+                                          never starts with ``/``: the canonical one may be)
 ``<any(a, b):name>``                      ``{name:re:(?:a|b)}`` (items escaped)
 custom ``BaseConverter``                  ``{name:re:REGEX}`` with the converter's regex
 custom, ``part_isolating = False``        ``{name:path}`` and a warning (it can match ``/``)
@@ -291,12 +296,15 @@ def _converter(rule: Rule, m: re.Match[str]) -> BaseConverter:
     return converter
 
 
+_WERKZEUG_UUID = "[A-Fa-f0-9]{8}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{12}"
+
+
 def _kind(converter: BaseConverter, where: str, variable: str) -> str:
     cls = type(converter)
     if cls is PathConverter:
         return "path"
     if cls is UUIDConverter:
-        return "uuid"
+        return "re:" + _WERKZEUG_UUID
     if cls is IntegerConverter or cls is FloatConverter:
         return _number_kind(converter, where, variable)
     if cls is UnicodeConverter or cls is AnyConverter:
@@ -338,7 +346,7 @@ def _number_kind(converter: Any, where: str, variable: str) -> str:
     elif signed:
         kind = "re:-?[0-9]+" if is_int else r"re:-?[0-9]+\.[0-9]+"
     else:
-        kind = "int" if is_int else "float"
+        kind = "int" if is_int else r"re:[0-9]+\.[0-9]+"
     if high is not None or (low is not None and (signed or low > 0)):
         warnings.warn(
             f"{where}: the bounds (min={low!r}, max={high!r}) of {variable!r} cannot be written "

@@ -12,11 +12,15 @@ static    the literal text           —                            0
 mixed     static text + parameters   per parameter                1
 int       ``[0-9]+``                 ``int``                      2
 float     ``[0-9]+(\\.[0-9]+)?``       ``float``                    3
-uuid      a UUID in hex with dashes  ``uuid.UUID``                4
+uuid      a UUID, dashes optional    ``uuid.UUID``                4
 re:RX     the regex RX (no ``/``)    ``str``                      5
 str       ``[^/]+``                  ``str``                      6
 path      ``.*`` (spans segments)    ``str``                      7
 ========  =========================  ===========================  ======
+
+The regexes are Starlette's, exactly: the canonical form *is* Starlette's; a framework whose
+converter matches something else publishes it as ``re:`` with its own regex (werkzeug's ``float``
+needs a dot, its ``uuid`` needs dashes).
 
 The rank is the precedence of DESIGN §2: at each segment the matcher tries the lowest rank first
 (static beats typed beats ``str`` beats ``path``), so every client resolves the same path to the
@@ -56,7 +60,7 @@ MIXED_RANK = 1
 PATH_RANK = 7
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_UUID_RX = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID_RX = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"  # Starlette's
 _FLOAT_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _UUID_RE = re.compile(_UUID_RX)
 

@@ -32,6 +32,7 @@ RE_CANDIDATES = (
     "a",
     "png",
     "tar.gz",
+    SAMPLE_UUID,
 )
 SAMPLES = {"str": "abc", "int": "42", "float": "1.5", "uuid": SAMPLE_UUID, "path": "a/b.txt"}
 

@@ -42,7 +42,10 @@ SEGMENTS = st.sampled_from(
         "bp",
         "files",
         "deep",
+        "f",
+        "u",
         UUID,
+        UUID.replace("-", ""),
         "",
     ]
 )
