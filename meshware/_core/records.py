@@ -206,7 +206,10 @@ class InstanceRecord:
                     parse_template(route.host, host=True)
             except ValueError as exc:
                 raise BadRecord(key, f"routes[{i}]: {exc}") from None
-            routes.append(route)
+            # Every instance of a service publishes the same routes: share one object each.
+            routes.append(_SHARED_SPECS.setdefault(route, route))
+        if len(_SHARED_SPECS) > 200_000:
+            _SHARED_SPECS.clear()
         return cls(
             service=service,
             instance_id=instance_id,
@@ -223,6 +226,9 @@ class InstanceRecord:
             hostname=_optional(key, data, "hostname", str),
             started_at=_optional_number(key, data, "started_at"),
         )
+
+
+_SHARED_SPECS: dict[RouteSpec, RouteSpec] = {}
 
 
 def _replace(record: InstanceRecord, **changes: Any) -> InstanceRecord:

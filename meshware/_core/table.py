@@ -290,7 +290,7 @@ class RoutingTable:
         _records: Mapping[str, tuple[Entry, InstanceRecord]] | None = None,
         _services: Mapping[str, _Service] | None = None,
         _trie: Trie[_Terminal] | None = None,
-        _by_shape: Mapping[str, frozenset[tuple[str, str]]] | None = None,
+        _by_shape: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
         _endpoints: Mapping[str, Endpoints] | None = None,
         rejected: Mapping[str, str] | None = None,
         revision: int = 0,
@@ -299,7 +299,7 @@ class RoutingTable:
         self._records: Mapping[str, tuple[Entry, InstanceRecord]] = _records or {}
         self._services: Mapping[str, _Service] = _services or {}
         self._trie: Trie[_Terminal] = _trie if _trie is not None else Trie()
-        self._by_shape: Mapping[str, frozenset[tuple[str, str]]] = _by_shape or {}
+        self._by_shape: Mapping[str, tuple[tuple[str, str], ...]] = _by_shape or {}
         self._endpoints: Mapping[str, Endpoints] = _endpoints or {}
         self.rejected: Mapping[str, str] = rejected or {}
         self.revision = revision
@@ -452,7 +452,7 @@ class RoutingTable:
         return out
 
     def records(self) -> list[tuple[Entry, InstanceRecord]]:
-        """Every valid record in the table, by key."""
+        """Every valid record in the table, by key (entries without their raw value)."""
         return [self._records[k] for k in sorted(self._records)]
 
     def __len__(self) -> int:
@@ -484,7 +484,7 @@ class RoutingTable:
             if isinstance(parsed, str):
                 rejected[entry.key] = parsed
             else:
-                records[entry.key] = (entry, parsed)
+                records[entry.key] = (_without_value(entry), parsed)
                 touched.add(parsed.service)
         return self._rebuild(records, rejected, touched, update.revision or self.revision)
 
@@ -496,7 +496,7 @@ class RoutingTable:
             if isinstance(parsed, str):
                 rejected[entry.key] = parsed
             else:
-                records[entry.key] = (entry, parsed)
+                records[entry.key] = (_without_value(entry), parsed)
         touched = {r.service for _, r in records.values()} | set(self._services)
         fresh = RoutingTable(prefix=self.prefix, revision=self.revision)
         return fresh._rebuild(records, rejected, touched, update.revision)
@@ -545,13 +545,11 @@ class RoutingTable:
                 template = (n if n is not None else o).template  # type: ignore[union-attr]
                 shape = template.shape
                 dirty_shapes[shape] = template
-                claims = set(by_shape.get(shape, frozenset()))
-                if o is not None:
-                    claims.discard((name, text))
+                claims = [c for c in by_shape.get(shape, ()) if c != (name, text)]
                 if n is not None:
-                    claims.add((name, text))
+                    claims.append((name, text))
                 if claims:
-                    by_shape[shape] = frozenset(claims)
+                    by_shape[shape] = tuple(claims)
                 else:
                     by_shape.pop(shape, None)
             if old is not None:
@@ -625,8 +623,11 @@ def _build_service(name: str, members: list[tuple[Entry, InstanceRecord]]) -> _S
         groups.setdefault(key, []).append((method, slot))
     plain: dict[str, Route] = {}
     endpoints: dict[str, Endpoints] = {}
+    shared_endpoints: dict[tuple[str, ...], Endpoints] = {}  # routes of one service mostly
+    shared_methods: dict[frozenset[str], frozenset[str]] = {}  # share these: one object each
     for (text, _, urls), claims in groups.items():
         methods = frozenset(m for m, _ in claims)
+        methods = shared_methods.setdefault(methods, methods)
         route_id = f"{text} {','.join(sorted(methods))}"
         first_spec = claims[0][1].spec
         assert first_spec is not None
@@ -640,8 +641,11 @@ def _build_service(name: str, members: list[tuple[Entry, InstanceRecord]]) -> _S
             ordered=ordered,
             route_id=route_id,
         )
-        all_ = tuple(instances[u] for u in urls)
-        endpoints[route_id] = Endpoints(all_, tuple(i for i in all_ if i.serving))
+        eps = shared_endpoints.get(urls)
+        if eps is None:
+            all_ = tuple(instances[u] for u in urls)
+            eps = shared_endpoints[urls] = Endpoints(all_, tuple(i for i in all_ if i.serving))
+        endpoints[route_id] = eps
     routes = _with_shadows(plain) if ordered else plain
     return _Service(name, routes, endpoints, tuple(instances.values()))
 
@@ -730,6 +734,11 @@ def _allowed_acceptor(host: str | None, allowed: set[str]) -> _Acceptor:
         return None
 
     return accept
+
+
+def _without_value(entry: Entry) -> Entry:
+    """The entry without its raw bytes: once parsed, the record holds what they said."""
+    return Entry(entry.key, b"", entry.create_revision, entry.mod_revision)
 
 
 def _clean_path(path: str) -> str:

@@ -164,7 +164,13 @@ class Template:
     segments: tuple[str | SegmentMatcher, ...]
     params: tuple[Param, ...]
     shape: str
-    regex: re.Pattern[str]
+    pattern: str  # the whole template as a regex (compiled on first use: most never need it)
+    host: bool = False
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        """The whole template as a compiled regex (Starlette's way of matching a route)."""
+        return _compile(self.pattern, re.IGNORECASE if self.host else 0)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -341,7 +347,7 @@ def parse_template(text: str, *, host: bool = False) -> Template:
     )
     shape = "".join(p if isinstance(p, str) else p.shape for p in pieces)
     if host:
-        return Template(text, (), params, shape, re.compile(full_regex, re.IGNORECASE))
+        return Template(text, (), params, shape, full_regex, host=True)
     path_params = [p for p in params if p.converter == "path"]
     if len(path_params) > 1:
         raise TemplateError(f"template {text!r} has more than one path parameter")
@@ -370,4 +376,9 @@ def parse_template(text: str, *, host: bool = False) -> Template:
             raise TemplateError(
                 f"template {text!r}: a path parameter must be a whole segment of its own"
             )
-    return Template(text, tuple(segments), params, shape, re.compile(full_regex))
+    return Template(text, tuple(segments), params, shape, full_regex)
+
+
+@lru_cache(maxsize=4096)
+def _compile(pattern: str, flags: int) -> re.Pattern[str]:
+    return re.compile(pattern, flags)

@@ -44,9 +44,13 @@ def test_gunicorn_with_uvicorn_workers_serves_fastapi_as_one_instance(
     servers: Servers, mesh: meshware.MeshView
 ) -> None:
     port = free_port()
-    proc = servers.gunicorn("orders_service:app", port, "-w", "2", "-k", "uvicorn.workers.UvicornWorker")
+    proc = servers.gunicorn(
+        "orders_service:app", port, "-w", "2", "-k", "uvicorn.workers.UvicornWorker"
+    )
     table = wait_table(mesh, has_instances("orders", 1, records=2), procs=(proc,), timeout=30)
-    assert [i.url for i in table.resolve("GET", "/orders").instances] == [f"http://127.0.0.1:{port}"]
+    assert [i.url for i in table.resolve("GET", "/orders").instances] == [
+        f"http://127.0.0.1:{port}"
+    ]
     proc.send_signal(signal.SIGTERM)
     mesh.wait_for(lambda t: not t.instances("orders"), timeout=5)
 
