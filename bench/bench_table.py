@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from meshware import InstanceRecord, RouteSpec, RoutingTable
 from meshware._core.records import _SHARED_SPECS, instance_key
-from meshware._core.templates import parse_template
 from meshware._core.table import Delete, Entry, Upsert
+from meshware._core.templates import parse_template
 
 PREFIX = "/meshware"
 SHAPES = [
