@@ -139,11 +139,13 @@ class Route:
     names: tuple[str, ...] = ()
     key: str = ""
     converters: tuple[Callable[[str], Any] | None, ...] | None = None
+    convert1: Callable[[str], Any] | None = None  # the first parameter's converter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", self.template.param_names)
         funcs = tuple(p.converter_func for p in self.template.params)
         object.__setattr__(self, "converters", funcs if any(funcs) else None)
+        object.__setattr__(self, "convert1", funcs[0] if funcs else None)
         if not self.route_id:
             object.__setattr__(
                 self, "route_id", f"{self.template.text} {','.join(sorted(self.methods))}"
@@ -353,14 +355,14 @@ class RoutingTable:
             return self._shadowed(route, values, method, path)
         if not values:
             params: dict[str, Any] = {}
-        elif route.converters is None:
-            params = dict(zip(route.names, values, strict=True))
-        elif len(values) == 1:
-            convert = route.converters[0]
+        elif len(values) == 1:  # the common case, without a loop
+            convert = route.convert1
             params = {route.names[0]: values[0] if convert is None else convert(values[0])}
+        elif route.converters is None:
+            params = dict(zip(route.names, values))  # noqa: B905 - same length by construction
         else:
             params = {}
-            for name, convert, value in zip(route.names, route.converters, values, strict=True):
+            for name, convert, value in zip(route.names, route.converters, values):  # noqa: B905
                 params[name] = value if convert is None else convert(value)
         return _new_resolution(
             Resolution, (route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS))
