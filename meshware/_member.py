@@ -40,7 +40,7 @@ from typing import Any
 from ._config import EtcdSettings, MemberSettings
 from ._core.records import InstanceRecord, RouteSpec, Routing, instance_key
 from ._core.table import Entry, RoutingTable, Upsert
-from ._errors import ConfigError, MeshError, RouteConflictError
+from ._errors import ConfigError, MeshError, RegistryError, RouteConflictError
 from ._listen import listening_urls
 from ._registrar import Registrar
 from .registry.base import Registry
@@ -149,8 +149,25 @@ class Member:
             started_at=time.time(),
         )
         registry = self._registry_factory(self.settings.etcd)
-        if self.settings.strict:
-            self._check_conflicts(registry, record)
+        try:
+            lost = self._lost_routes(registry, record)
+        except RegistryError as exc:
+            if self.settings.strict:
+                raise RouteConflictError(f"strict mode: cannot check for conflicts: {exc}") from exc
+            lost = []  # etcd is down: the registrar will keep trying; don't block the app
+        if lost and self.settings.strict:
+            registry.close()
+            raise RouteConflictError(
+                f"strict mode: service {record.service!r} cannot claim routes already served by "
+                f"other services: {'; '.join(lost)}"
+            )
+        if lost:
+            log.warning(
+                "routes of %s are already served by other services, which keep them: %s "
+                "(MESHWARE_STRICT=true refuses to start instead)",
+                record.service,
+                "; ".join(lost),
+            )
         self.registry = registry
         self.record = record
         self.registrar = Registrar(
@@ -254,7 +271,8 @@ class Member:
                 )
             time.sleep(0.02)
 
-    def _check_conflicts(self, registry: Registry, record: InstanceRecord) -> None:
+    def _lost_routes(self, registry: Registry, record: InstanceRecord) -> list[str]:
+        """This service's routes that other services already win, as "METHOD shape (by X)"."""
         prefix = self.settings.etcd.prefix
         snapshot = registry.snapshot(prefix + "/")
         rev = snapshot.revision + 1
@@ -262,16 +280,11 @@ class Member:
             instance_key(prefix, record.service, record.instance_id), record.encode(), rev, rev
         )
         table = RoutingTable.empty(prefix).apply(snapshot).apply(Upsert(mine, rev))
-        lost = [
+        return [
             f"{c.method} {c.shape} (held by {c.winner.service})"
             for c in table.conflicts()
             if any(r.service == record.service for r in c.losers)
         ]
-        if lost:
-            raise RouteConflictError(
-                f"strict mode: service {record.service!r} cannot claim routes already served by "
-                f"other services: {'; '.join(lost)}"
-            )
 
     def _after_fork_in_child(self) -> None:
         registrar = self.registrar

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from ._core.backoff import full_jitter
 from ._core.records import InstanceRecord, instance_key
-from ._errors import LeaseLost, MeshError, RegistryError
+from ._errors import EtcdAuthError, LeaseLost, MeshError, RegistryError, RegistryUnavailable
 from .registry.base import Registry
 
 __all__ = ["Registrar"]
@@ -150,7 +150,14 @@ class Registrar:
     def _fail(self, exc: Exception) -> None:
         self._failures += 1
         if not self._warned:
-            log.warning("mesh registry unreachable, %s not (re)registered yet: %s", self.key, exc)
+            if isinstance(exc, EtcdAuthError):
+                problem = "etcd refused meshware's credentials or permissions (check "
+                problem += "MESHWARE_ETCD_USERNAME/PASSWORD and the user's role on the prefix)"
+            elif isinstance(exc, RegistryUnavailable):
+                problem = "mesh registry unreachable"
+            else:
+                problem = "mesh registry error"
+            log.warning("%s; %s not (re)registered yet, retrying: %s", problem, self.key, exc)
             self._warned = True
 
     def _succeed(self) -> None:

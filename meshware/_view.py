@@ -57,6 +57,7 @@ class MeshView:
         self._watch: Watch | None = None
         self._next_revision: int | None = None
         self._warned: dict[str, str] = {}
+        self._conflicts: set[tuple[str, str, str, tuple[str, ...]]] = set()
         self.connected = False
         self.last_contact: float | None = None
 
@@ -126,6 +127,19 @@ class MeshView:
             if self._warned.get(key) != problem:
                 log.warning("skipping %s", problem)
         self._warned = dict(table.rejected)
+        conflicts = {
+            (c.method, c.shape, c.winner.service, tuple(r.service for r in c.losers))
+            for c in table.conflicts()
+        }
+        for method, shape, winner, losers in sorted(conflicts - self._conflicts):
+            log.warning(
+                "route conflict: %s %s is claimed by %s; %s wins (oldest registration)",
+                method,
+                shape,
+                ", ".join((winner, *losers)),
+                winner,
+            )
+        self._conflicts = conflicts
         with self._changed:
             self.table = table
             self._changed.notify_all()

@@ -276,6 +276,7 @@ class RoutingTable:
 
     __slots__ = (
         "_by_shape",
+        "_contested",
         "_endpoints",
         "_records",
         "_services",
@@ -293,6 +294,7 @@ class RoutingTable:
         _services: Mapping[str, _Service] | None = None,
         _trie: Trie[_Terminal] | None = None,
         _by_shape: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
+        _contested: Mapping[str, Template] | None = None,
         _endpoints: Mapping[str, Endpoints] | None = None,
         rejected: Mapping[str, str] | None = None,
         revision: int = 0,
@@ -302,6 +304,9 @@ class RoutingTable:
         self._services: Mapping[str, _Service] = _services or {}
         self._trie: Trie[_Terminal] = _trie if _trie is not None else Trie()
         self._by_shape: Mapping[str, tuple[tuple[str, str], ...]] = _by_shape or {}
+        # shapes claimed by more than one service, kept up to date by _rebuild: listing the
+        # conflicts never walks the whole trie
+        self._contested: Mapping[str, Template] = _contested or {}
         self._endpoints: Mapping[str, Endpoints] = _endpoints or {}
         self.rejected: Mapping[str, str] = rejected or {}
         self.revision = revision
@@ -440,8 +445,9 @@ class RoutingTable:
     def conflicts(self) -> list[Conflict]:
         """Every method + template shape claimed by more than one service."""
         out: list[Conflict] = []
-        for term in self._trie.values():
-            if len({r.service for r in term.routes}) < 2:
+        for template in self._contested.values():
+            term = self._trie.get(template)
+            if term is None:  # pragma: no cover - _contested follows the trie
                 continue
             for method, routes in sorted(term.by_method.items()):
                 services = {r.service for r in routes}
@@ -533,6 +539,7 @@ class RoutingTable:
                 by_service[record.service].append((entry, record))
         services = dict(self._services)
         by_shape = dict(self._by_shape)
+        contested = dict(self._contested)
         endpoints = dict(self._endpoints)
         dirty_shapes: dict[str, Template] = {}
         for name, members in by_service.items():
@@ -570,12 +577,17 @@ class RoutingTable:
                 trie = trie.set(template, _Terminal(services[s].routes[t] for s, t in holders))
             else:
                 trie = trie.set(template, None)
+            if holders and len({s for s, _ in holders}) > 1:
+                contested[shape] = template
+            else:
+                contested.pop(shape, None)
         return RoutingTable(
             prefix=self.prefix,
             _records=records,
             _services=services,
             _trie=trie,
             _by_shape=by_shape,
+            _contested=contested,
             _endpoints=endpoints,
             rejected=rejected,
             revision=max(revision, self.revision),

@@ -295,7 +295,15 @@ def test_incremental_updates_equal_a_rebuild_from_the_final_records(
             table = table.apply(Delete(key, rev))
     rebuilt = RoutingTable.empty().apply(Reset(tuple(live.values()), len(ops) + 1))
     assert _answers(table) == _answers(rebuilt)
+    assert _conflicts(table) == _conflicts(rebuilt)
     assert len(table) == len(rebuilt)
+
+
+def _conflicts(table: RoutingTable) -> list[object]:
+    return [
+        (c.method, c.shape, c.winner.service, [r.service for r in c.losers])
+        for c in table.conflicts()
+    ]
 
 
 def test_random_garbage_never_breaks_the_table() -> None:

@@ -80,3 +80,17 @@ def test_idle_etcd_watch_is_reopened_quietly(
         view.wait_for(lambda t: "late" in t.services, timeout=5)
         assert view.connected
     assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+
+
+def test_a_new_conflict_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    registry = MemoryRegistry()
+    put(registry, record("first", path="/same"))
+    with caplog.at_level(logging.WARNING, "meshware.view"), MeshView(registry, PREFIX) as view:
+        put(registry, record("second", path="/same"))
+        view.wait_for(lambda t: "second" in t.services)
+        put(registry, record("third", path="/other"))
+        view.wait_for(lambda t: "third" in t.services)
+    logged = [r.getMessage() for r in caplog.records if "conflict" in r.getMessage()]
+    assert logged == [
+        "route conflict: GET /same is claimed by first, second; first wins (oldest registration)"
+    ]
