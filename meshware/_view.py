@@ -60,6 +60,7 @@ class MeshView:
         self._conflicts: set[tuple[str, str, str, tuple[str, ...]]] = set()
         self.connected = False
         self.last_contact: float | None = None
+        self._last_error = ""
 
     # ------------------------------------------------------------------ public
 
@@ -71,7 +72,8 @@ class MeshView:
         try:
             self._relist()
         except MeshError as exc:
-            log.warning("mesh registry unreachable at start, using an empty table for now: %s", exc)
+            log.warning("could not load the mesh table at start; empty for now, retrying: %s", exc)
+            self._last_error = str(exc)
         self._thread = threading.Thread(target=self._run, name="meshware-view", daemon=True)
         self._thread.start()
         return self
@@ -200,8 +202,14 @@ class MeshView:
                     log.warning("mesh registry unreachable, keeping the last-known table: %s", exc)
                 self._set_connected(False)
                 failures += 1
-            except Exception:
-                log.exception("mesh watch failed; retrying")
+            except MeshError as exc:  # refused credentials, permissions, a broken answer
+                if str(exc) != self._last_error:
+                    log.warning("mesh watch failed, keeping the last-known table: %s", exc)
+                    self._last_error = str(exc)
+                self._set_connected(False)
+                failures += 1
+            except Exception:  # a bug: say so loudly, but keep serving the last-known table
+                log.exception("mesh watch failed unexpectedly; retrying")
                 self._set_connected(False)
                 failures += 1
             finally:
