@@ -33,6 +33,7 @@ This module is pure: no I/O, no framework imports.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,6 +46,7 @@ from meshware._errors import ConfigError, TemplateError
 
 __all__ = [
     "Param",
+    "RouteOptions",
     "Selection",
     "is_str_regex",
     "regex_can_match_slash",
@@ -382,3 +384,71 @@ def _class_has_slash(items: Iterable[tuple[Any, Any]]) -> bool:
         else:
             hit = True
     return hit != negate
+
+
+# --------------------------------------------------------------------------- options
+
+
+class RouteOptions:
+    """``public=`` patterns and ``policies=`` per pattern, from ``Mesh(...)`` arguments.
+
+    They apply to routes whose template or name matches (fnmatch, as for ``include``); a mark
+    set on the view itself (``@meshware.public``, ``@meshware.policy``) wins over them. With
+    several matching ``policies`` patterns, the first one listed that sets a field wins.
+    """
+
+    __slots__ = ("policies", "public")
+
+    def __init__(
+        self,
+        public: Sequence[str] = (),
+        policies: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.public = _patterns(public, "public")
+        self.policies: tuple[tuple[str, dict[str, Any]], ...] = ()
+        if policies is None:
+            return
+        if not isinstance(policies, Mapping):
+            raise ConfigError(
+                "policies must map fnmatch patterns to policies, such as "
+                "{'/users/*': {'idempotent': True, 'timeout': 2.0}}",
+                setting="policies",
+            )
+        out = []
+        for pattern, raw in policies.items():
+            if not isinstance(pattern, str) or not isinstance(raw, Mapping):
+                raise ConfigError(
+                    f"policies: {pattern!r} must be a pattern mapped to a dict, not {raw!r}",
+                    setting="policies",
+                )
+            unknown = sorted(set(raw) - {"idempotent", "timeout", "retries"})
+            if unknown:
+                raise ConfigError(
+                    f"policies[{pattern!r}]: unknown key(s) {', '.join(map(str, unknown))} "
+                    "(known: idempotent, timeout, retries)",
+                    setting="policies",
+                )
+            fields = {
+                "idempotent": _opt_bool(raw.get("idempotent")),
+                "timeout": _opt_float(raw.get("timeout")),
+                "retries": _opt_int(raw.get("retries")),
+            }
+            out.append((pattern, fields))
+        self.policies = tuple(out)
+
+    def apply(self, specs: Iterable[RouteSpec]) -> list[RouteSpec]:
+        """``specs`` with the options filled in where the views' own marks left a field unset."""
+        if not self.public and not self.policies:
+            return list(specs)
+        out = []
+        for spec in specs:
+            changes: dict[str, Any] = {}
+            if not spec.public and Selection._matches(self.public, spec.template, spec.name):
+                changes["public"] = True
+            for pattern, fields in self.policies:
+                if Selection._matches((pattern,), spec.template, spec.name):
+                    for key, value in fields.items():
+                        if value is not None and getattr(spec, key) is None and key not in changes:
+                            changes[key] = value
+            out.append(dataclasses.replace(spec, **changes) if changes else spec)
+        return out

@@ -5,6 +5,10 @@ starts serving, keeps the registration alive, and withdraws it on SIGTERM/SIGINT
 first) or at exit. Settings come from the arguments, then ``app.config["MESHWARE_..."]``, then
 the environment (see :mod:`meshware._config`).
 
+Deadlines: a request carrying ``X-Meshware-Timeout-Ms`` sets the deadline of the meshware calls
+its view makes (they share the caller's budget); one whose budget is already spent is answered
+``504`` without running the view.
+
 WSGI has no "server started" hook, so registration starts in a background thread that waits
 for the server's listening socket (or uses ``MESHWARE_ADVERTISE_URL``). Under gunicorn with
 ``--preload``, each worker registers itself after the fork.
@@ -12,15 +16,18 @@ for the server's listening socket (or uses ``MESHWARE_ADVERTISE_URL``). Under gu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, g, request
 
+from meshware._deadline import DEADLINE_HEADER, enter_from_header, leave
 from meshware._member import Member, RegistryFactory
 
 from ._flask_routes import flask_routes
 from ._options import load_settings
+from ._select import RouteOptions
 
 __all__ = ["Mesh"]
 
@@ -30,8 +37,10 @@ class Mesh:
 
     ``Mesh(app, service="users")`` or, with the application-factory pattern,
     ``mesh = Mesh(service="users")`` then ``mesh.init_app(app)``. ``include`` / ``exclude``
-    are fnmatch patterns on route templates or endpoint names; ``autostart=False`` leaves
-    :meth:`start` to you (tests, scripts).
+    are fnmatch patterns on route templates or endpoint names; ``public`` patterns mark routes
+    public and ``policies`` maps patterns to a client policy (``{"/users/*": {"idempotent":
+    True, "timeout": 2.0, "retries": 1}}``), where the views' own marks do not say otherwise.
+    ``autostart=False`` leaves :meth:`start` to you (tests, scripts).
     """
 
     def __init__(
@@ -46,6 +55,8 @@ class Mesh:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
         include_static: bool = False,
+        public: Sequence[str] = (),
+        policies: Mapping[str, Mapping[str, Any]] | None = None,
         strict: bool | None = None,
         autostart: bool = True,
         socket_wait: float = 30.0,
@@ -64,6 +75,7 @@ class Mesh:
         self.include = include
         self.exclude = tuple(exclude)
         self.include_static = include_static
+        self.route_options = RouteOptions(public, policies)
         self.autostart = autostart
         self.socket_wait = socket_wait
         self.registry_factory = registry_factory
@@ -78,8 +90,13 @@ class Mesh:
         self.app = app
         self.member = Member(
             settings,
-            routes=lambda: flask_routes(
-                app, include=self.include, exclude=self.exclude, include_static=self.include_static
+            routes=lambda: self.route_options.apply(
+                flask_routes(
+                    app,
+                    include=self.include,
+                    exclude=self.exclude,
+                    include_static=self.include_static,
+                )
             ),
             routing="specificity",
             framework="flask",
@@ -87,6 +104,7 @@ class Mesh:
         )
         app.extensions["meshware"] = self
         app.before_request(self._before_request)
+        app.teardown_request(self._teardown_request)
         if self.autostart:
             self.start()
 
@@ -101,12 +119,30 @@ class Mesh:
         """Drain and withdraw now."""
         self._require_member().stop()
 
-    def _before_request(self) -> None:
+    def _before_request(self) -> Response | None:
+        token, left = enter_from_header(request.headers.get(DEADLINE_HEADER))
+        if token is not None:
+            g._meshware_deadline = token
+            if left is not None and left <= 0:
+                return Response(
+                    "the caller's deadline passed before the request was handled\n",
+                    status=504,
+                    mimetype="text/plain",
+                )
         # Servers such as gunicorn install their signal handlers after importing the app; the
         # first request (handled on the main thread by sync workers) lets us wrap them.
         member = self.member
         if member is not None and not member._signals_wrapped:
             member.install_signal_handlers()
+        return None
+
+    @staticmethod
+    def _teardown_request(exc: BaseException | None) -> None:
+        token = g.pop("_meshware_deadline", None)
+        if token is not None:
+            # a reset from another context (a streamed response) is harmless
+            with contextlib.suppress(ValueError):
+                leave(token)
 
     def _require_member(self) -> Member:
         if self.member is None:

@@ -5,11 +5,15 @@ then meshware registers (from a worker thread, in the background until the serve
 socket exists); on shutdown meshware withdraws first, then the app's own shutdown runs. On
 SIGTERM/SIGINT the record is marked draining and withdrawn before uvicorn starts closing, so
 callers stop picking this instance while in-flight requests finish.
+
+Deadlines: a pure ASGI middleware reads ``X-Meshware-Timeout-Ms`` from each request and sets
+the deadline of the meshware calls made while serving it (sync endpoints too: anyio copies the
+context into its worker threads); a request whose budget is already spent is answered ``504``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -17,9 +21,11 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.routing import Router
 
+from meshware._deadline import DEADLINE_HEADER, enter_from_header, leave
 from meshware._member import Member, RegistryFactory
 
 from ._options import load_settings
+from ._select import RouteOptions
 from ._starlette_routes import starlette_routes
 
 __all__ = ["Mesh"]
@@ -32,6 +38,7 @@ class Mesh:
 
     ``include`` / ``exclude`` are fnmatch patterns on templates or route names; the API-docs
     routes and static files are left out unless ``include_docs`` / ``include_static``.
+    ``public`` patterns and ``policies`` work as for the Flask ``Mesh``.
     """
 
     def __init__(
@@ -47,6 +54,8 @@ class Mesh:
         exclude: Sequence[str] = (),
         include_static: bool = False,
         include_docs: bool = False,
+        public: Sequence[str] = (),
+        policies: Mapping[str, Mapping[str, Any]] | None = None,
         strict: bool | None = None,
         socket_wait: float = 30.0,
         registry_factory: RegistryFactory | None = None,
@@ -65,6 +74,7 @@ class Mesh:
         self.exclude = tuple(exclude)
         self.include_static = include_static
         self.include_docs = include_docs
+        self.route_options = RouteOptions(public, policies)
         self.socket_wait = socket_wait
         self.registry_factory = registry_factory
         self.member: Member | None = None
@@ -76,12 +86,14 @@ class Mesh:
         settings = load_settings(self.options)
         self.member = member = Member(
             settings,
-            routes=lambda: starlette_routes(
-                app,
-                include=self.include,
-                exclude=self.exclude,
-                include_static=self.include_static,
-                include_docs=self.include_docs,
+            routes=lambda: self.route_options.apply(
+                starlette_routes(
+                    app,
+                    include=self.include,
+                    exclude=self.exclude,
+                    include_static=self.include_static,
+                    include_docs=self.include_docs,
+                )
             ),
             routing="ordered",
             framework="starlette",
@@ -104,6 +116,50 @@ class Mesh:
                     await anyio.to_thread.run_sync(member.stop)
 
         router.lifespan_context = lifespan
+        if isinstance(app, Starlette):
+            app.add_middleware(DeadlineMiddleware)
         state = getattr(app, "state", None)
         if state is not None:
             state.meshware = self
+
+
+_HEADER = DEADLINE_HEADER.encode("latin-1")
+
+
+class DeadlineMiddleware:
+    """Pure ASGI middleware: the caller's ``X-Meshware-Timeout-Ms`` becomes this request's deadline."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        value = None
+        for key, raw in scope["headers"]:
+            if key == _HEADER:
+                value = raw
+                break
+        token, left = enter_from_header(value)
+        if token is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            if left is not None and left <= 0:
+                body = b"the caller's deadline passed before the request was handled\n"
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 504,
+                        "headers": [
+                            (b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+            await self.app(scope, receive, send)
+        finally:
+            leave(token)

@@ -3,7 +3,9 @@
 Each service publishes the routes it serves under a lease (``meshware.integrations.flask`` /
 ``meshware.integrations.starlette``); every process that calls other services keeps a live
 routing table (:func:`connect`) and resolves a path like ``/users/42`` to a live instance of the
-service that serves it. See the README for the record format and the CLI.
+service that serves it. :class:`Client` and :class:`AsyncClient` (httpx clients) call services
+through the mesh with balancing, retries, deadlines and outlier ejection. See the README for
+the record format, the client and the CLI.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ._async_transport import AsyncMeshTransport
+from ._client import AsyncClient, Client
 from ._config import EtcdSettings, MemberSettings
+from ._core.policy import ClientPolicy
 from ._core.records import InstanceRecord, RouteSpec
+from ._core.retry import Attempt
 from ._core.table import Conflict, Endpoints, Instance, Resolution, Route, RoutingTable
 from ._core.templates import Template, parse_template
+from ._deadline import DEADLINE_HEADER, deadline, time_left
 from ._errors import (
     BadRecord,
     ConfigError,
+    DeadlineExceeded,
     EtcdAuthError,
     EtcdCompacted,
     EtcdError,
@@ -27,20 +35,29 @@ from ._errors import (
     NoRouteError,
     RegistryError,
     RegistryUnavailable,
+    RetriesExhausted,
     RouteConflictError,
     RoutingError,
     TemplateError,
 )
 from ._markers import exclude, policy, public
+from ._transport import MeshTransport
 from ._view import MeshView
 from .registry.base import Registry
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEADLINE_HEADER",
+    "AsyncClient",
+    "AsyncMeshTransport",
+    "Attempt",
     "BadRecord",
+    "Client",
+    "ClientPolicy",
     "ConfigError",
     "Conflict",
+    "DeadlineExceeded",
     "Endpoints",
     "EtcdAuthError",
     "EtcdCompacted",
@@ -51,12 +68,14 @@ __all__ = [
     "LeaseLost",
     "MemberSettings",
     "MeshError",
+    "MeshTransport",
     "MeshView",
     "NoEndpointAvailable",
     "NoRouteError",
     "RegistryError",
     "RegistryUnavailable",
     "Resolution",
+    "RetriesExhausted",
     "Route",
     "RouteConflictError",
     "RouteSpec",
@@ -66,10 +85,12 @@ __all__ = [
     "TemplateError",
     "__version__",
     "connect",
+    "deadline",
     "exclude",
     "parse_template",
     "policy",
     "public",
+    "time_left",
 ]
 
 

@@ -4,9 +4,11 @@ One root, a shallow tree (the shape httpx uses)::
 
     MeshError
     ├── ConfigError            (also ValueError)  a setting is missing or wrong
-    ├── RoutingError
+    ├── RoutingError       (also httpx.RequestError)
     │   ├── NoRouteError       (also LookupError) no service publishes the method + path
-    │   └── NoEndpointAvailable                   a route exists but no live instance serves it
+    │   └── NoEndpointAvailable (also httpx.ConnectError) a route exists but no live instance serves it
+    ├── RetriesExhausted   (also httpx.TransportError, and the last attempt's error class)
+    ├── DeadlineExceeded   (also httpx.TimeoutException)  the request's total time ran out
     ├── RouteConflictError                        strict mode: this service's routes clash
     ├── TemplateError          (also ValueError)  a route template cannot be parsed
     └── RegistryError
@@ -17,6 +19,9 @@ One root, a shallow tree (the shape httpx uses)::
             ├── EtcdAuthError                     wrong user/password, or permission denied
             └── EtcdCompacted                     a watch asked for a compacted revision
 
+Errors the mesh client raises subclass the matching httpx exception too, so code written for
+httpx (``except httpx.TransportError``) keeps working with :class:`meshware.Client`.
+
 Messages say what was expected and which setting, key or route is at fault, so the user can act
 on them without reading the source.
 """
@@ -24,10 +29,17 @@ on them without reading the source.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from ._core.retry import Attempt
 
 __all__ = [
     "BadRecord",
     "ConfigError",
+    "DeadlineExceeded",
     "EtcdAuthError",
     "EtcdCompacted",
     "EtcdError",
@@ -37,6 +49,7 @@ __all__ = [
     "NoRouteError",
     "RegistryError",
     "RegistryUnavailable",
+    "RetriesExhausted",
     "RouteConflictError",
     "RoutingError",
     "TemplateError",
@@ -62,8 +75,11 @@ class TemplateError(MeshError, ValueError):
     """A route template is not in a form meshware understands."""
 
 
-class RoutingError(MeshError):
+class RoutingError(MeshError, httpx.RequestError):
     """A request could not be routed to an instance."""
+
+    def __init__(self, message: str) -> None:
+        httpx.RequestError.__init__(self, message)
 
 
 class NoRouteError(RoutingError, LookupError):
@@ -90,7 +106,7 @@ class NoRouteError(RoutingError, LookupError):
         super().__init__(msg)
 
 
-class NoEndpointAvailable(RoutingError):
+class NoEndpointAvailable(RoutingError, httpx.ConnectError):
     """A route matched, but its service has no live, serving instance for it."""
 
     def __init__(self, service: str, template: str, *, reason: str = "") -> None:
@@ -100,6 +116,47 @@ class NoEndpointAvailable(RoutingError):
         if reason:
             msg += f" ({reason})"
         super().__init__(msg)
+
+
+class RetriesExhausted(MeshError, httpx.TransportError):
+    """Every attempt the policy allowed failed with an error; ``attempts`` tells each one.
+
+    The instance raised also subclasses the last attempt's own httpx exception class (for
+    example ``httpx.ConnectError``), so ``except httpx.ConnectError`` catches it as before.
+    ``reason`` says why no further attempt was made (attempts used up, retry budget spent,
+    deadline too close, method not idempotent...). The last error is ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, attempts: Sequence[Attempt] = (), reason: str = "") -> None:
+        httpx.TransportError.__init__(self, message)
+        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        self.reason = reason
+
+    @classmethod
+    def like(cls, error: BaseException) -> type[RetriesExhausted]:
+        """The subclass that is also ``type(error)`` (cached)."""
+        base = type(error)
+        if not issubclass(base, httpx.TransportError) or issubclass(base, MeshError):
+            return cls
+        made = _exhausted_types.get(base)
+        if made is None:
+            made = type(cls.__name__, (cls, base), {"__module__": cls.__module__})
+            _exhausted_types[base] = made
+        return made
+
+
+_exhausted_types: dict[type[BaseException], type[RetriesExhausted]] = {}
+
+
+class DeadlineExceeded(MeshError, httpx.TimeoutException):
+    """The request's total timeout (or the deadline it inherited from its caller) ran out.
+
+    ``attempts`` tells the attempts made before it did (maybe none).
+    """
+
+    def __init__(self, message: str, *, attempts: Sequence[Any] = ()) -> None:
+        httpx.TimeoutException.__init__(self, message)
+        self.attempts = tuple(attempts)
 
 
 class RouteConflictError(MeshError):

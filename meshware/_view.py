@@ -216,3 +216,25 @@ class MeshView:
                 self._watch = None
             if failures:
                 self._stop.wait(full_jitter(min(failures, 8), base=0.05, cap=2.0, rng=self._rng))
+
+
+_shared: tuple[int, MeshView] | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_view() -> MeshView:
+    """The process's default view (``meshware.connect()`` with the ``MESHWARE_*`` settings).
+
+    Every client created without ``mesh=`` shares it, so a process watches etcd once. A forked
+    child (a gunicorn worker) gets its own, since threads do not survive ``fork``.
+    """
+    global _shared
+    import os
+
+    with _shared_lock:
+        pid = os.getpid()
+        if _shared is None or _shared[0] != pid:
+            from . import connect
+
+            _shared = (pid, connect())
+        return _shared[1]

@@ -1,0 +1,323 @@
+"""What the sync and async mesh transports share: routing a request, building attempts, pools.
+
+Design notes
+------------
+The transports are thin twins (httpx's own shape): everything that does not wait on I/O lives
+here or in the pure core (:mod:`meshware._core.call`), and each twin only adds its
+``handle_request`` loop, its sleep and its pool closing.
+
+Per request, on the hot path: one read of the table reference (swapped by the view's thread; no
+lock), one trie lookup, one pick. Per attempt: an ordinary :class:`httpx.Request` to the chosen
+instance, sent through that instance's own small transport (one pool per instance, DESIGN §5),
+so respx, OpenTelemetry's httpx instrumentation and the user's TLS settings see every attempt.
+
+Requests whose URL is not ``mesh://`` (``client.get("https://example.com")``) pass through to a
+plain httpx transport untouched.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import httpx
+
+from ._core.balance import InstanceStats
+from ._core.call import Call, Engine, Observer
+from ._core.policy import ClientPolicy, read_overrides
+from ._core.records import RouteSpec
+from ._core.retry import FAILED, TIMEOUT, UNSENT, parse_retry_after
+from ._core.table import Instance, Resolution, RoutingTable
+from ._deadline import DEADLINE_HEADER, current_deadline
+from ._errors import (
+    ConfigError,
+    DeadlineExceeded,
+    MeshError,
+    NoEndpointAvailable,
+    NoRouteError,
+    RetriesExhausted,
+)
+from ._observe import LogObserver
+from ._urls import InstanceURL
+
+__all__ = ["MESH_SCHEME", "MeshSource", "TransportBase", "default_limits"]
+
+MESH_SCHEME = "mesh"
+
+T = TypeVar("T")
+
+
+class MeshSource(Protocol):
+    """Anything with a current :class:`RoutingTable` in ``table`` (a MeshView, a FakeMesh)."""
+
+    @property
+    def table(self) -> RoutingTable: ...
+
+
+class _Static:
+    def __init__(self, table: RoutingTable) -> None:
+        self.table = table
+
+
+def default_limits() -> httpx.Limits:
+    """Per-instance pool limits: a small pool each (httpcore slows down with big pools)."""
+    return httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=5.0)
+
+
+class Pool(Generic[T]):
+    """One instance's URL and transport."""
+
+    __slots__ = ("transport", "url")
+
+    def __init__(self, url: InstanceURL, transport: T) -> None:
+        self.url = url
+        self.transport = transport
+
+
+def classify(exc: httpx.TransportError) -> int:
+    """The attempt outcome an httpx transport error stands for."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return UNSENT
+    if isinstance(exc, httpx.TimeoutException):
+        return TIMEOUT
+    return FAILED
+
+
+def retryable_error(exc: BaseException) -> bool:
+    """An httpx transport error that says something about the instance (not about the request)."""
+    return isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, (MeshError, httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
+    )
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cap_timeouts(current: object, cap: float) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    src = current if isinstance(current, dict) else {}
+    for key in ("connect", "read", "write", "pool"):
+        value = src.get(key)
+        out[key] = cap if value is None or value > cap else value
+    return out
+
+
+class TransportBase(Generic[T]):
+    """Routing, policy and pool bookkeeping shared by :class:`MeshTransport` and its async twin."""
+
+    def __init__(
+        self,
+        mesh: MeshSource | RoutingTable | None,
+        *,
+        policy: ClientPolicy | None,
+        transport_factory: Callable[[Instance], T] | None,
+        clock: Callable[[], float] | None,
+        rng: random.Random | None,
+        observer: Observer | None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._owned_view: Any = None
+        if mesh is None:
+            from ._view import shared_view
+
+            mesh = shared_view()
+        elif isinstance(mesh, RoutingTable):
+            mesh = _Static(mesh)
+        elif not hasattr(mesh, "table"):
+            raise ConfigError(
+                f"mesh must be a MeshView (meshware.connect()), a RoutingTable or None, not {mesh!r}",
+                setting="mesh",
+            )
+        self.mesh: MeshSource = mesh
+        self.policy = policy if policy is not None else ClientPolicy()
+        if not isinstance(self.policy, ClientPolicy):
+            raise ConfigError(
+                f"policy must be a meshware.ClientPolicy, not {self.policy!r}", setting="policy"
+            )
+        self.engine = Engine(
+            self.policy, rng=rng or random.Random(), observer=observer or LogObserver()
+        )
+        self.clock = clock or time.monotonic
+        self._wall = wall_clock
+        self._factory = transport_factory
+        self.pools: dict[str, Pool[T]] = {}
+        self._retired: list[tuple[InstanceStats, T]] = []
+        self._table: RoutingTable | None = None
+        self._by_service: dict[str, tuple[Instance, ...]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ hooks for the twins
+
+    def _make_transport(self, instance: Instance) -> T:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ routing
+
+    def _sync_table(self, table: RoutingTable) -> list[T]:
+        """Adopt a new table; the transports of vanished instances that can be closed now."""
+        with self._lock:
+            if table is self._table:
+                return []
+            urls = {i.url for i in table.instances()}
+            gone = self.engine.forget_except(urls)
+            for stats in gone:
+                pool = self.pools.pop(stats.url, None)
+                if pool is not None:
+                    self._retired.append((stats, pool.transport))
+            self._by_service = {}
+            self._table = table
+            closable = [t for s, t in self._retired if s.inflight == 0]
+            self._retired = [(s, t) for s, t in self._retired if s.inflight > 0]
+            return closable
+
+    def _begin(self, request: httpx.Request, now: float) -> Call:
+        """Resolve ``request`` and start its :class:`Call` (raises routing errors)."""
+        table = self.mesh.table
+        url = request.url
+        method = request.method
+        ref: Any = getattr(url, "_uri_reference", None)
+        path = ref.path if ref is not None else url.path
+        path = path or "/"
+        service = url.host
+        spec: RouteSpec | None = None
+        try:
+            overrides = read_overrides(request.extensions.get("meshware"))
+            if not service:
+                found = table.resolve(method, path)
+                route = found[0]
+                endpoints = found[2]
+                instances = endpoints.serving
+                if not instances:
+                    found.require_instances()
+                service = route.service
+                spec = route.spec
+                key: Any = endpoints
+            else:
+                instances = self._service_instances(table, service)
+                if not instances:
+                    reason = (
+                        "all instances are draining"
+                        if table.instances(service)
+                        else (
+                            "no instance of this service is in the mesh (see `meshware instances`)"
+                        )
+                    )
+                    raise NoEndpointAvailable(service, path, reason=reason)
+                match = table.match(method, path)
+                if isinstance(match, Resolution) and match.service == service:
+                    spec = match.route.spec
+                key = instances
+        except (NoRouteError, NoEndpointAvailable) as exc:
+            exc.request = request
+            raise
+        with self._lock:
+            stats = self.engine.stats_list(key, instances, now)
+        inherited = current_deadline()
+        deadline = None if inherited is None else now + (inherited - time.monotonic())
+        return self.engine.call(
+            method, service, f"{method} {path}", stats, spec, overrides, now, deadline
+        )
+
+    def _service_instances(self, table: RoutingTable, service: str) -> tuple[Instance, ...]:
+        found = self._by_service.get(service)
+        if found is None:
+            found = tuple(i for i in table.instances(service) if i.serving)
+            self._by_service[service] = found
+        return found
+
+    def _pool(self, stats: InstanceStats) -> Pool[T]:
+        pool = self.pools.get(stats.url)
+        if pool is None:
+            with self._lock:
+                pool = self.pools.get(stats.url)
+                if pool is None:
+                    instance = Instance(stats.service, stats.url, "serving", ())
+                    maker = self._factory or self._make_transport
+                    pool = self.pools[stats.url] = Pool(InstanceURL(stats.url), maker(instance))
+        return pool
+
+    # ------------------------------------------------------------------ attempts
+
+    def _attempt(
+        self, request: httpx.Request, pool: Pool[T], call: Call, now: float
+    ) -> httpx.Request:
+        """The request for one attempt: the instance's URL, Host, timeouts, deadline header."""
+        timeout = call.attempt_timeout(now)
+        headers = request.headers.copy()
+        headers["host"] = pool.url.host_header
+        extensions = request.extensions
+        if call.deadline is not None and self.policy.propagate_deadline:
+            left = call.deadline - now
+            headers[DEADLINE_HEADER] = str(int(left * 1000)) if left > 0 else "0"
+        if timeout is not None or "meshware" in extensions:
+            extensions = dict(extensions)
+            extensions.pop("meshware", None)
+            if timeout is not None:
+                extensions["timeout"] = _cap_timeouts(extensions.get("timeout"), timeout)
+        return httpx.Request(
+            request.method,
+            pool.url.join(request.url),
+            headers=headers,
+            stream=request.stream,
+            extensions=extensions,
+        )
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        return parse_retry_after(response.headers.get("retry-after"), wall_now=self._wall())
+
+    def _replayable(self, request: httpx.Request) -> bool | None:
+        """True if the body is in memory; None if it can be read into memory first; else False."""
+        if isinstance(request.stream, httpx.ByteStream):
+            return True
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) <= self.policy.max_replay_bytes:
+            return None
+        return False
+
+    def _failure(
+        self, call: Call, request: httpx.Request, exc: BaseException, now: float
+    ) -> BaseException:
+        """The exception to raise when a call stops on an error."""
+        attempts = call.attempts
+        if (
+            call.deadline is not None
+            and now >= call.deadline
+            and isinstance(exc, httpx.TimeoutException)
+        ):
+            err: BaseException = DeadlineExceeded(
+                f"{call.target} to service {call.service!r}: the deadline passed after "
+                f"{len(attempts)} attempt(s): " + "; ".join(str(a) for a in attempts),
+                attempts=attempts,
+            )
+        elif (
+            len(attempts) == 1
+            and not call.idempotent
+            and call.reason.endswith("reached the server")
+        ):
+            return exc  # nothing was retried: the caller sees httpx's own error
+        else:
+            cls = RetriesExhausted.like(exc)
+            err = cls(
+                f"{call.target} to service {call.service!r} failed, no further attempt "
+                f"({call.reason}): " + "; ".join(str(a) for a in attempts),
+                attempts=attempts,
+                reason=call.reason,
+            )
+        if isinstance(err, httpx.RequestError):
+            err.request = request
+        return err
+
+    def _deadline_passed(self, call: Call, request: httpx.Request) -> DeadlineExceeded:
+        err = DeadlineExceeded(
+            f"{call.target} to service {call.service!r}: no time left before the deadline"
+            + (f" after {len(call.attempts)} attempt(s)" if call.attempts else ", nothing sent"),
+            attempts=call.attempts,
+        )
+        err.request = request
+        return err
