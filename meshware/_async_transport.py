@@ -157,6 +157,9 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             )
             delay = call.finish(stats, RESPONSE, end, now, status=status, retry_after=retry_after)
             if delay is None:
+                if response.is_closed:  # the body is already in memory (mock transports)
+                    stats.released()
+                    return response
                 response.stream = _Releasing(response.stream, self, stats)  # type: ignore[arg-type]
                 return response
             try:

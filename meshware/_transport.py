@@ -160,6 +160,10 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
                     stats, RESPONSE, end, now, status=status, retry_after=retry_after
                 )
             if delay is None:
+                if response.is_closed:  # the body is already in memory (mock transports)
+                    with lock:
+                        stats.released()
+                    return response
                 response.stream = _Releasing(response.stream, self, stats)  # type: ignore[arg-type]
                 return response
             try:
