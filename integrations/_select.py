@@ -428,11 +428,17 @@ class RouteOptions:
                     "(known: idempotent, timeout, retries)",
                     setting="policies",
                 )
-            fields = {
-                "idempotent": _opt_bool(raw.get("idempotent")),
-                "timeout": _opt_float(raw.get("timeout")),
-                "retries": _opt_int(raw.get("retries")),
-            }
+            try:
+                fields = {
+                    "idempotent": _opt_bool(raw.get("idempotent")),
+                    "timeout": _opt_float(raw.get("timeout")),
+                    "retries": _opt_int(raw.get("retries")),
+                }
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"policies[{pattern!r}]: {exc}".replace("a meshware ", "its "),
+                    setting="policies",
+                ) from exc
             out.append((pattern, fields))
         self.policies = tuple(out)
 
