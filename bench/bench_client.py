@@ -226,8 +226,8 @@ def build_table(users_urls: list[str], total_routes: int = 10_000) -> RoutingTab
             RouteSpec(FILLER_SHAPES[k % 5].format(svc=svc, j=k // 5), ("GET", "HEAD"))
             for k in range(n)
         )
-        # Never called; loopback anyway, on the discard port, should anything go wrong.
-        records.append(InstanceRecord(svc, "i0", f"http://127.0.0.1:9/{svc}", routes))
+        # Never called (loopback anyway, should anything go wrong).
+        records.append(InstanceRecord(svc, "i0", f"http://127.0.0.1:{20000 + s}", routes))
         left -= n
         s += 1
     table = RoutingTable.from_records(records)

@@ -11,7 +11,7 @@ import anyio
 import httpx
 
 from ._core.balance import InstanceStats
-from ._core.call import Observer
+from ._core.call import Call, Observer
 from ._core.policy import ClientPolicy
 from ._core.retry import RESPONSE
 from ._core.table import Instance, RoutingTable
@@ -68,7 +68,9 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
 
     ``mesh`` is a :class:`~meshware.MeshView`, a :class:`~meshware.RoutingTable`, or ``None`` for
     the process's shared view of the mesh configured by ``MESHWARE_*`` settings. ``policy`` is a
-    :class:`~meshware.ClientPolicy`; ``clock``, ``rng`` and ``sleep`` can be replaced for tests.
+    :class:`~meshware.ClientPolicy`. ``observer`` replaces the default logging of decisions;
+    ``metrics`` (a :class:`meshware.metrics.PrometheusObserver`) observes alongside it.
+    ``clock``, ``rng`` and ``sleep`` can be replaced for tests.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
         sleep: Callable[[float], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        metrics: Observer | None = None,
     ) -> None:
         super().__init__(
             mesh,
@@ -94,6 +97,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             clock=clock,
             rng=rng,
             observer=observer,
+            metrics=metrics,
         )
         self._http = {
             "verify": verify,
@@ -118,14 +122,23 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
         if table is not self._table:
             for t in self._sync_table(table):
                 await t.aclose()
+        call = self._begin(request, self.clock())
+        try:
+            replayable = self._replayable(request)
+            if replayable is None:
+                await request.aread()
+                replayable = True
+            call.replayable = replayable
+            response = await self._send_async(request, call)
+        except BaseException as exc:
+            self._finished(call, type(exc).__name__)
+            raise
+        self._finished(call, f"{response.status_code // 100}xx")
+        return response
+
+    async def _send_async(self, request: httpx.Request, call: Call) -> httpx.Response:
         clock = self.clock
         now = clock()
-        call = self._begin(request, now)
-        replayable = self._replayable(request)
-        if replayable is None:
-            await request.aread()
-            replayable = True
-        call.replayable = replayable
         while True:
             if call.deadline is not None and call.deadline - now <= 0:
                 raise self._deadline_passed(call, request)

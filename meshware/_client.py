@@ -74,6 +74,7 @@ class Client(httpx.Client):
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        metrics: Observer | None = None,
         base_url: str | httpx.URL = "mesh://",
         **kwargs: Any,
     ) -> None:
@@ -88,6 +89,7 @@ class Client(httpx.Client):
             sleep=sleep,
             rng=rng,
             observer=observer,
+            metrics=metrics,
             **http,
         )
         super().__init__(base_url=base_url, transport=self.mesh_transport, **kwargs)
@@ -115,6 +117,7 @@ class AsyncClient(httpx.AsyncClient):
         sleep: Callable[[float], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        metrics: Observer | None = None,
         base_url: str | httpx.URL = "mesh://",
         **kwargs: Any,
     ) -> None:
@@ -129,6 +132,7 @@ class AsyncClient(httpx.AsyncClient):
             sleep=sleep,
             rng=rng,
             observer=observer,
+            metrics=metrics,
             **http,
         )
         super().__init__(base_url=base_url, transport=self.mesh_transport, **kwargs)

@@ -82,6 +82,17 @@ class LogObserver:
             len(call.stats),
         )
 
+    def finished(self, call: Call, outcome: str, seconds: float) -> None:
+        if client_log.isEnabledFor(logging.DEBUG):
+            client_log.debug(
+                "%s [%s] -> %s in %.1f ms after %d attempt(s)",
+                call.target,
+                call.service,
+                outcome,
+                seconds * 1e3,
+                len(call.attempts),
+            )
+
 
 class Fanout:
     """Several observers as one."""
@@ -116,3 +127,7 @@ class Fanout:
     def panic(self, call: Call) -> None:
         for o in self.observers:
             o.panic(call)
+
+    def finished(self, call: Call, outcome: str, seconds: float) -> None:
+        for o in self.observers:
+            o.finished(call, outcome, seconds)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import httpx
 
 from ._core.balance import InstanceStats
-from ._core.call import Observer
+from ._core.call import Call, Observer
 from ._core.policy import ClientPolicy
 from ._core.retry import RESPONSE
 from ._core.table import Instance, RoutingTable
@@ -63,7 +63,9 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
 
     ``mesh`` is a :class:`~meshware.MeshView`, a :class:`~meshware.RoutingTable`, or ``None`` for
     the process's shared view of the mesh configured by ``MESHWARE_*`` settings. ``policy`` is a
-    :class:`~meshware.ClientPolicy`; ``clock``, ``rng`` and ``sleep`` can be replaced for tests.
+    :class:`~meshware.ClientPolicy`. ``observer`` replaces the default logging of decisions;
+    ``metrics`` (a :class:`meshware.metrics.PrometheusObserver`) observes alongside it.
+    ``clock``, ``rng`` and ``sleep`` can be replaced for tests.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        metrics: Observer | None = None,
     ) -> None:
         super().__init__(
             mesh,
@@ -89,6 +92,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
             clock=clock,
             rng=rng,
             observer=observer,
+            metrics=metrics,
         )
         self._http = {
             "verify": verify,
@@ -113,15 +117,24 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
         if table is not self._table:
             for t in self._sync_table(table):
                 t.close()
+        call = self._begin(request, self.clock())
+        try:
+            replayable = self._replayable(request)
+            if replayable is None:
+                request.read()
+                replayable = True
+            call.replayable = replayable
+            response = self._send(request, call)
+        except BaseException as exc:
+            self._finished(call, type(exc).__name__)
+            raise
+        self._finished(call, f"{response.status_code // 100}xx")
+        return response
+
+    def _send(self, request: httpx.Request, call: Call) -> httpx.Response:
         clock = self.clock
         lock = self._lock
         now = clock()
-        call = self._begin(request, now)
-        replayable = self._replayable(request)
-        if replayable is None:
-            request.read()
-            replayable = True
-        call.replayable = replayable
         while True:
             if call.deadline is not None and call.deadline - now <= 0:
                 raise self._deadline_passed(call, request)

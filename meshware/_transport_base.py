@@ -40,7 +40,7 @@ from ._errors import (
     NoRouteError,
     RetriesExhausted,
 )
-from ._observe import LogObserver
+from ._observe import Fanout, LogObserver
 from ._urls import InstanceURL
 
 __all__ = ["MESH_SCHEME", "MeshSource", "TransportBase", "default_limits"]
@@ -119,6 +119,7 @@ class TransportBase(Generic[T]):
         clock: Callable[[], float] | None,
         rng: random.Random | None,
         observer: Observer | None,
+        metrics: Observer | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._owned_view: Any = None
@@ -139,9 +140,13 @@ class TransportBase(Generic[T]):
             raise ConfigError(
                 f"policy must be a meshware.ClientPolicy, not {self.policy!r}", setting="policy"
             )
-        self.engine = Engine(
-            self.policy, rng=rng or random.Random(), observer=observer or LogObserver()
-        )
+        chosen: Observer = observer or LogObserver()
+        if metrics is not None:
+            chosen = Fanout([chosen, metrics])
+            bind = getattr(metrics, "bind", None)
+            if bind is not None:
+                bind(self.mesh)
+        self.engine = Engine(self.policy, rng=rng or random.Random(), observer=chosen)
         self.clock = clock or time.monotonic
         self._wall = wall_clock
         self._factory = transport_factory
@@ -267,6 +272,11 @@ class TransportBase(Generic[T]):
             stream=request.stream,
             extensions=extensions,
         )
+
+    def _finished(self, call: Call, outcome: str) -> None:
+        observer = self.engine.observer
+        if observer is not None:
+            observer.finished(call, outcome, self.clock() - call.started_at)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         return parse_retry_after(response.headers.get("retry-after"), wall_now=self._wall())

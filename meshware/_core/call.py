@@ -52,6 +52,10 @@ class Observer(Protocol):
 
     def panic(self, call: Call) -> None: ...
 
+    def finished(self, call: Call, outcome: str, seconds: float) -> None:
+        """The request is over: ``outcome`` is the status class (``"2xx"``) or the error's name."""
+        ...
+
 
 class Engine:
     """Client-wide policy state shared by every request of one client (sync or async)."""
