@@ -20,8 +20,6 @@ import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
-import httpx
-
 import meshware
 from meshware.testing.etcd import EtcdServer
 
@@ -115,23 +113,22 @@ def main() -> None:
         )
 
         print("\n== calls through the mesh")
-        with httpx.Client(timeout=5) as http:
+        with meshware.Client(mesh, timeout=5) as client:  # an httpx.Client routed by the mesh
             for method, path in [
                 ("GET", "/users/2"),
                 ("GET", "/orders/7"),
                 ("POST", "/users/admin/reindex"),
             ]:
                 found = mesh.resolve(method, path)
-                instance = found.require_instances()[0]
-                response = http.request(method, instance.url + path)
+                response = client.request(method, path)
                 print(
-                    f"{method} {path} -> {found.service} {found.route.template.text} {found.params} "
-                    f"at {instance.url}: {response.status_code} {json.dumps(response.json())}"
+                    f"{method} {path} -> {found.service} {found.route.template.text} {found.params}: "
+                    f"{response.status_code} {json.dumps(response.json())}"
                 )
-        try:
-            mesh.resolve("GET", "/payments/1")
-        except meshware.NoRouteError as exc:
-            print(f"GET /payments/1 -> NoRouteError: {exc}")
+            try:
+                client.get("/payments/1")
+            except meshware.NoRouteError as exc:
+                print(f"GET /payments/1 -> NoRouteError: {exc}")
 
         print("\n== graceful stop: both services withdraw")
         t0 = time.monotonic()
