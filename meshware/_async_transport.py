@@ -106,6 +106,9 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             "trust_env": trust_env,
             "limits": limits or default_limits(),
         }
+        if self.hooks is not None:
+            sleep = sleep or self.hooks.asleep
+            self._factory = self._factory or self.hooks.async_transport
         self._sleep = sleep or anyio.sleep
         self._plain: httpx.AsyncBaseTransport | None = None
 

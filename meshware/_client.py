@@ -38,7 +38,7 @@ _TRANSPORT_HTTP = ("verify", "cert", "http2", "trust_env")
 
 def _split(
     kwargs: dict[str, Any], policy: ClientPolicy | None
-) -> tuple[ClientPolicy, dict[str, Any]]:
+) -> tuple[ClientPolicy | None, dict[str, Any]]:
     fields = {k: kwargs.pop(k) for k in list(kwargs) if k in _POLICY_FIELDS}
     if "transport" in kwargs:
         raise ConfigError(
@@ -50,8 +50,9 @@ def _split(
         raise ConfigError(
             f"policy must be a meshware.ClientPolicy, not {policy!r}", setting="policy"
         )
-    base = policy or ClientPolicy()
-    return (dataclasses.replace(base, **fields) if fields else base), kwargs
+    if not fields:
+        return policy, kwargs  # None: the transport's default (the fake mesh's, or ClientPolicy())
+    return dataclasses.replace(policy or ClientPolicy(), **fields), kwargs
 
 
 class Client(httpx.Client):

@@ -24,8 +24,13 @@ def listening_urls(scheme: str = "http") -> list[str]:
     urls: list[str] = []
     for fd in fds:
         try:
-            sock = socket.socket(fileno=os.dup(fd))
+            dup = os.dup(fd)
         except OSError:
+            continue
+        try:
+            sock = socket.socket(fileno=dup)
+        except OSError:  # not a socket: close our duplicate, or every poll leaks descriptors
+            os.close(dup)
             continue
         try:
             if sock.type != socket.SOCK_STREAM or sock.family not in (

@@ -86,6 +86,7 @@ class Member:
         self._stopping = False
         self._signals_wrapped: set[int] = set()
         self._starter: threading.Thread | None = None
+        self.enabled = True
         _members.add(self)
         _install_fork_hook()
 
@@ -102,6 +103,8 @@ class Member:
         advertise URL is set; with ``background=True`` that wait happens in a thread and
         ``start()`` returns at once (WSGI apps, whose server binds after importing them).
         """
+        if not self.enabled:
+            return
         if _gunicorn_role() == "master":
             log.info("meshware: gunicorn master (--preload); each worker registers itself")
             self._deferred_to_children = True
@@ -124,8 +127,17 @@ class Member:
         except MeshError as exc:
             log.error("meshware could not register %s: %s", self.settings.service, exc)
 
+    def disable(self) -> None:
+        """Never register (the app is served by ``meshware.testing.FakeMesh`` instead).
+
+        A registration already waiting for the server's socket gives up quietly.
+        """
+        self.enabled = False
+
     def _start(self, socket_wait: float) -> None:
         url = self._advertise_url(socket_wait)
+        if not self.enabled:
+            return
         if os.environ.get("WERKZEUG_SERVER_FD") and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
             log.info("meshware: werkzeug reloader parent; the serving child registers itself")
             return
@@ -263,6 +275,8 @@ class Member:
                     "MESHWARE_ADVERTISE_URL (or advertise_url=) to the one peers should call",
                     setting="advertise_url",
                 )
+            if not self.enabled:
+                return ""
             if time.monotonic() >= deadline:
                 raise ConfigError(
                     "cannot tell which URL this instance serves: no listening socket found in this "

@@ -101,6 +101,9 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
             "trust_env": trust_env,
             "limits": limits or default_limits(),
         }
+        if self.hooks is not None:
+            sleep = sleep or self.hooks.sleep
+            self._factory = self._factory or self.hooks.sync_transport
         self._sleep = sleep or time.sleep
         self._plain: httpx.BaseTransport | None = None
 

