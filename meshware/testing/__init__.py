@@ -6,7 +6,8 @@
 * :class:`~meshware.testing.etcd.EtcdServer` — a real etcd for a test session (``etcd_server``);
 * :func:`check_registry` — the conformance suite a registry backend passes.
 
-The pytest plugin (``meshware.testing.plugin``) is registered when meshware is installed.
+The pytest plugin (the top-level ``pytest_meshware`` module) is registered when meshware is
+installed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ if TYPE_CHECKING:
     from .etcd import EtcdServer
     from .fake import FakeMesh, Fault, MeshCall, MeshClock, ServiceStub
 
-__all__ = ["EtcdServer", "FakeMesh", "Fault", "MeshCall", "MeshClock", "ServiceStub", "check_registry"]
+__all__ = [
+    "EtcdServer",
+    "FakeMesh",
+    "Fault",
+    "MeshCall",
+    "MeshClock",
+    "ServiceStub",
+    "check_registry",
+]
 
 _WHERE = {
     "check_registry": ".conformance",

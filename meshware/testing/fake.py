@@ -38,7 +38,7 @@ import anyio.to_thread
 import httpx
 
 from .._core.policy import ClientPolicy
-from .._core.records import InstanceRecord, Routing, RouteSpec, instance_key, validate_service_name
+from .._core.records import InstanceRecord, RouteSpec, Routing, instance_key, validate_service_name
 from .._core.table import Instance, RoutingTable
 from .._core.templates import parse_template
 from .._errors import ConfigError, RegistryUnavailable
@@ -144,9 +144,7 @@ class ServiceStub:
         """Publish ``METHOD template`` for this service and return its respx route."""
         parsed = parse_template(template)
         method = method.upper()
-        self.specs.append(
-            RouteSpec(parsed.text, (method,), public=public, idempotent=idempotent)
-        )
+        self.specs.append(RouteSpec(parsed.text, (method,), public=public, idempotent=idempotent))
         self.mesh._publish_stub(self)
         return self.router.route(method=method, path__regex=parsed.regex.pattern)
 
@@ -372,6 +370,7 @@ class FakeMesh:
 
     def outage(self, down: bool = True) -> None:
         """The registry becomes unreachable (``down=False``: back); tables keep the last-known state."""
+        _ = self.table  # what clients know when it goes down
         self.registry.outage(down)
 
     # ------------------------------------------------------------------ clients
@@ -471,7 +470,9 @@ class FakeMesh:
 
         return httpx.ASGITransport(app=with_state)
 
-    def _record(self, replica: _Replica, request: httpx.Request, status: int | None, error: str | None) -> None:
+    def _record(
+        self, replica: _Replica, request: httpx.Request, status: int | None, error: str | None
+    ) -> None:
         self.calls.append(
             MeshCall(
                 replica.service,
@@ -502,7 +503,11 @@ class FakeMesh:
                 self._record(replica, request, fault.value, None)
                 return httpx.Response(fault.value, text="injected by the fake mesh\n")
             else:
-                exc = fault.value("injected by the fake mesh") if isinstance(fault.value, type) else fault.value
+                exc = (
+                    fault.value("injected by the fake mesh")
+                    if isinstance(fault.value, type)
+                    else fault.value
+                )
                 if isinstance(exc, httpx.RequestError):
                     exc.request = request
                 self._record(replica, request, None, f"{type(exc).__name__}: {exc}")
@@ -583,6 +588,7 @@ class _SyncInstance(httpx.BaseTransport):
         if canned is not None:
             return canned
         request.read()
+        response: httpx.Response
         if replica.kind == "wsgi":
             response = replica.target.handle_request(request)
             response.read()

@@ -1,5 +1,8 @@
 """meshware's pytest plugin (registered by installing meshware, through the ``pytest11`` entry point).
 
+A top-level module of its own, not part of the ``meshware`` package, so that merely having
+meshware installed imports nothing of it (nor httpx) into a test session that does not use it.
+
 Fixtures:
 
 * ``fake_mesh`` — a :class:`meshware.testing.FakeMesh` (in-process apps, in-memory registry,

@@ -1,0 +1,120 @@
+"""The pytest plugin, as a user's project sees it (run with pytester in a fresh test session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+APPS = Path(__file__).with_name("apps.py").read_text()
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(service_apps=APPS)
+    pytester.syspathinsert()
+    return pytester
+
+
+def test_fake_mesh_and_mesh_clock_need_no_configuration(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import httpx
+        from service_apps import make_orders, make_users
+
+        def test_order_shows_user_name(fake_mesh):
+            fake_mesh.add("users", make_users(), replicas=3)
+            fake_mesh.add("orders", make_orders())
+            with fake_mesh.client() as client:
+                assert client.get("/orders/7").json()["user"]["name"] == "Ada"
+
+        def test_failover(fake_mesh, mesh_clock):
+            fake_mesh.add("users", make_users(), replicas=2)
+            fake_mesh.fail("users", replica=0, with_=httpx.ConnectError)
+            with fake_mesh.client() as client:
+                assert all(client.get("/users/1").status_code == 200 for _ in range(10))
+            assert fake_mesh.clock is mesh_clock
+        """
+    )
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_the_marker_configures_policy_and_seed(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+        from service_apps import make_users
+
+        @pytest.mark.meshware(balancer="round_robin", retries=0, seed=3)
+        def test_round_robin(fake_mesh):
+            fake_mesh.add("users", make_users(), replicas=3)
+            fake_mesh.fail("users", replica=1, with_=503)
+            with fake_mesh.client() as client:
+                statuses = [client.get("/users/1").status_code for _ in range(6)]
+                assert client.policy.balancer == "round_robin"
+            assert statuses.count(503) == 2  # no retries, each replica in turn
+            assert [c.replica for c in fake_mesh.calls] == [0, 1, 2, 0, 1, 2]
+
+        @pytest.mark.meshware(retries="many")
+        def test_bad_marker(fake_mesh):
+            pass
+        """
+    )
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*retries must be a whole number*"])
+
+
+def test_async_tests_with_pytest_asyncio_and_anyio(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+        from service_apps import make_orders, make_users
+
+        @pytest.mark.asyncio
+        async def test_with_pytest_asyncio(fake_mesh):
+            fake_mesh.add("users", make_users())
+            async with fake_mesh.async_client() as client:
+                assert (await client.get("/users/2")).json()["name"] == "Grace"
+
+        @pytest.mark.anyio
+        async def test_with_anyio(fake_mesh):
+            fake_mesh.add("users", make_users())
+            fake_mesh.add("orders", make_orders())
+            async with fake_mesh.async_client() as client:
+                assert (await client.get("/orders/1")).status_code == 200
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+        """
+    )
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_etcd_server_is_skipped_with_a_reason_when_there_is_no_etcd(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("meshware.testing.etcd.find_etcd_binary", lambda: None)
+    project.makepyfile(
+        """
+        def test_needs_etcd(etcd_server):
+            pass
+        """
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*needs an etcd binary*"])
+
+
+def test_the_plugin_imports_nothing_until_a_fixture_is_used(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import sys
+
+        def test_nothing_loaded():
+            assert "pytest_meshware" in sys.modules  # the plugin is active...
+            assert "meshware" not in sys.modules  # ...and costs nothing
+        """
+    )
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
