@@ -226,3 +226,232 @@ def dev(port: int, data_dir: str | None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _rewrites(values: Sequence[str]) -> tuple[Any, ...]:
+    from .edge.public import Rewrite
+
+    try:
+        return tuple(Rewrite.parse(v) for v in values)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _view(etcd: str | None, prefix: str | None) -> Any:
+    from . import connect
+
+    try:
+        return connect(etcd_endpoints=etcd, prefix=prefix)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.group()
+def edge() -> None:
+    """Expose the mesh's public routes to the outside."""
+
+
+@edge.command("nginx")
+@click.option(
+    "--out",
+    "out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write here (default: print).",
+)
+@click.option(
+    "--watch", is_flag=True, help="Keep running: re-render on changes, replace --out, reload nginx."
+)
+@click.option(
+    "--listen", default="127.0.0.1:8080", show_default=True, help="nginx's listen address."
+)
+@click.option(
+    "--rewrite",
+    "rewrite",
+    multiple=True,
+    metavar="SERVICE:PUBLIC=INTERNAL",
+    help="Expose a service's prefix under another (repeatable).",
+)
+@click.option(
+    "--include",
+    "include_only",
+    is_flag=True,
+    help="Render only upstream/server blocks, for your own http {} block.",
+)
+@click.option(
+    "--nginx-prefix",
+    default="",
+    help="Directory for nginx's pid, logs and temp files (standalone config).",
+)
+@click.option("--client-max-body-size", default="1m", show_default=True)
+@click.option("--connect-timeout", default=2.0, show_default=True, type=float)
+@click.option("--read-timeout", default=30.0, show_default=True, type=float)
+@click.option(
+    "--nginx", "nginx_bin", default=None, help="nginx binary (default: $NGINX_BIN, PATH)."
+)
+@click.option(
+    "--check/--no-check", default=True, show_default=True, help="Validate with nginx -t before use."
+)
+@click.option(
+    "--reload-cmd",
+    default=None,
+    help="Command that reloads nginx (default: nginx -s reload with the same prefix and config).",
+)
+@click.option(
+    "--debounce",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Seconds to let changes settle (--watch).",
+)
+@click.option("--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX or /meshware).")
+@click.option(
+    "--etcd", "etcd", default=None, help="etcd endpoints (default: $MESHWARE_ETCD_ENDPOINTS)."
+)
+def edge_nginx(
+    out: str | None,
+    watch: bool,
+    listen: str,
+    rewrite: Sequence[str],
+    include_only: bool,
+    nginx_prefix: str,
+    client_max_body_size: str,
+    connect_timeout: float,
+    read_timeout: float,
+    nginx_bin: str | None,
+    check: bool,
+    reload_cmd: str | None,
+    debounce: float,
+    prefix: str | None,
+    etcd: str | None,
+) -> None:
+    """Render an nginx configuration exposing the public routes only (validated with nginx -t)."""
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from .edge.nginx import NginxOptions, Watcher, find_nginx, render, validate
+
+    try:
+        options = NginxOptions(
+            listen=listen,
+            client_max_body_size=client_max_body_size,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            rewrites=_rewrites(rewrite),
+            standalone=not include_only,
+            prefix=str(Path(nginx_prefix).resolve()) if nginx_prefix else "",
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def checked(text: str) -> None:
+        if check:
+            validate(text, nginx=nginx_bin, standalone=options.standalone)
+
+    if not watch:
+        text = render(_load_table(etcd, prefix), options)
+        try:
+            checked(text)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            from .edge.nginx import write_if_changed
+
+            changed = write_if_changed(Path(out), text)
+            click.echo(f"{out}: {'written' if changed else 'unchanged'}", err=True)
+        return
+    if out is None:
+        raise click.UsageError("--watch needs --out FILE (the configuration nginx reads)")
+    target = Path(out).resolve()
+    if reload_cmd:
+        command = shlex.split(reload_cmd)
+    else:
+        command = [find_nginx(nginx_bin), "-s", "reload", "-c", str(target)]
+        if options.prefix:
+            command += ["-p", options.prefix]
+
+    def reload() -> None:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            click.echo(f"warning: reload failed: {result.stderr.strip()}", err=True)
+        else:
+            click.echo(f"{target}: changed, nginx reloaded", err=True)
+
+    watcher = Watcher(target, options, reload, debounce=debounce, check=checked)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    view = _view(etcd, prefix)
+    view._on_change = watcher.changed
+    watcher.changed(view.table)
+    try:
+        watcher.run(
+            stop,
+            lambda exc: click.echo(f"error: {exc}; keeping the last good configuration", err=True),
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.stop()
+
+
+@main.command()
+@click.option(
+    "--listen", default="127.0.0.1:8480", show_default=True, help="HOST:PORT to serve on."
+)
+@click.option("--public-only", is_flag=True, help="Expose only public routes (an edge of its own).")
+@click.option(
+    "--rewrite",
+    "rewrite",
+    multiple=True,
+    metavar="SERVICE:PUBLIC=INTERNAL",
+    help="With --public-only: expose a service's prefix under another.",
+)
+@click.option(
+    "--total-timeout",
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="Per request, retries included.",
+)
+@click.option("--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX or /meshware).")
+@click.option(
+    "--etcd", "etcd", default=None, help="etcd endpoints (default: $MESHWARE_ETCD_ENDPOINTS)."
+)
+def proxy(
+    listen: str,
+    public_only: bool,
+    rewrite: Sequence[str],
+    total_timeout: float,
+    prefix: str | None,
+    etcd: str | None,
+) -> None:
+    """A local router: http://HOST:PORT/<path> reaches whoever serves <path> in the mesh."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise click.UsageError(
+            "meshware proxy needs uvicorn: pip install 'meshware[proxy]'"
+        ) from None
+    from . import AsyncClient
+    from .edge.proxy import MeshProxy
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.UsageError(f"--listen must be HOST:PORT, not {listen!r}")
+    view = _view(etcd, prefix)
+    client = AsyncClient(view, total_timeout=total_timeout, timeout=total_timeout)
+    app = MeshProxy(client, view, public_only=public_only, rewrites=_rewrites(rewrite))
+    click.echo(
+        f"meshware proxy on http://{listen}/ ({'public routes only' if public_only else 'every route'})",
+        err=True,
+    )
+    try:
+        uvicorn.run(
+            app, host=host.strip("[]"), port=int(port), log_level="warning", access_log=False
+        )
+    finally:
+        view.stop()

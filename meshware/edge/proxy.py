@@ -1,0 +1,221 @@
+"""``meshware proxy``: a local mesh router for callers that are not Python.
+
+Any process on the node calls ``http://127.0.0.1:PORT/users/42`` and reaches a live instance of
+the service that serves ``/users/42``, with the mesh client's policies (balancing, retries,
+ejection, deadlines: an incoming ``X-Meshware-Timeout-Ms`` is honoured unless public-only).
+Bodies stream both ways. With ``public_only=True`` it is an edge of its own: only public routes
+(and their rewrites) are reachable, hostile targets are refused, forwarding headers are set from
+the connection rather than trusted.
+
+It is a plain ASGI app (:class:`MeshProxy`) served by uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from .._core.records import ANY_METHOD
+from .._core.table import RoutingTable
+from .._errors import DeadlineExceeded, MeshError, NoEndpointAvailable, NoRouteError
+from .public import PublicRoute, Rewrite, public_routes, refuse_target
+
+__all__ = ["MeshProxy"]
+
+log = logging.getLogger("meshware.proxy")
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+    }
+)
+_UNTRUSTED = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-real-ip",
+        b"forwarded",
+        b"x-meshware-timeout-ms",
+    }
+)
+
+
+class _PublicIndex:
+    """The public routes of one table, ready to match a public path."""
+
+    def __init__(self, table: RoutingTable, rewrites: tuple[Rewrite, ...]) -> None:
+        self.table = table
+        self.static: dict[str, list[PublicRoute]] = {}
+        self.dynamic: list[PublicRoute] = []
+        for r in public_routes(table, rewrites):
+            if r.public.params:
+                self.dynamic.append(r)
+            else:
+                self.static.setdefault(r.public.text, []).append(r)
+
+    def match(self, method: str, path: str) -> PublicRoute | tuple[str, ...]:
+        """The public route for ``method path``, or the methods the path allows (maybe none)."""
+        candidates = list(self.static.get(path, ()))
+        candidates += [r for r in self.dynamic if r.public.regex.fullmatch(path)]
+        allowed: set[str] = set()
+        for r in candidates:
+            if ANY_METHOD in r.methods or method in r.methods:
+                return r
+            allowed.update(r.methods)
+        return tuple(sorted(allowed))
+
+
+class MeshProxy:
+    """An ASGI app forwarding every request through ``client`` (a :class:`meshware.AsyncClient`)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        mesh: Any,
+        *,
+        public_only: bool = False,
+        rewrites: tuple[Rewrite, ...] = (),
+    ) -> None:
+        self.client = client
+        self.mesh = mesh
+        self.public_only = public_only
+        self.rewrites = rewrites
+        self._index: _PublicIndex | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websockets are not proxied
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        query: bytes = scope.get("query_string", b"")
+        path = raw_path.decode("latin-1")
+        target = path + ("?" + query.decode("latin-1") if query else "")
+        method: str = scope["method"]
+        problem = refuse_target(target)
+        if problem is not None:
+            await _answer(send, 400, f"bad request target: {problem}")
+            return
+        if self.public_only:
+            table = self.mesh.table
+            index = self._index
+            if index is None or index.table is not table:
+                index = self._index = _PublicIndex(table, self.rewrites)
+            found = index.match(method, path)
+            if not isinstance(found, PublicRoute):
+                if found:
+                    await _answer(send, 405, "method not allowed", allow=", ".join(found))
+                else:
+                    await _answer(send, 404, "not found")
+                return
+            path = found.internal_path(path)
+        headers = self._headers(scope)
+        has_body = any(
+            k == b"content-length" or k == b"transfer-encoding" for k, _ in scope["headers"]
+        )
+        request = self.client.build_request(
+            method,
+            "mesh://" + path + ("?" + query.decode("latin-1") if query else ""),
+            headers=headers,
+            content=_body(receive) if has_body else None,
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except NoRouteError as exc:
+            if exc.allowed:
+                await _answer(send, 405, "method not allowed", allow=", ".join(exc.allowed))
+            else:
+                await _answer(send, 404, "not found")
+            return
+        except NoEndpointAvailable as exc:
+            await _answer(send, 503, f"no instance available: {exc}")
+            return
+        except DeadlineExceeded:
+            await _answer(send, 504, "deadline exceeded")
+            return
+        except (httpx.TransportError, MeshError) as exc:
+            log.warning("proxy %s %s failed: %s", method, path, exc)
+            await _answer(send, 502, "bad gateway")
+            return
+        try:
+            # raw bytes are relayed as they came: Content-Length and Content-Encoding still hold
+            out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": out}
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    def _headers(self, scope: Any) -> list[tuple[bytes, bytes]]:
+        out = []
+        connection_tokens: set[bytes] = set()
+        for k, v in scope["headers"]:
+            if k == b"connection":
+                connection_tokens.update(t.strip().lower() for t in v.split(b","))
+        for k, v in scope["headers"]:
+            if k in _HOP_BY_HOP or k in connection_tokens:
+                continue
+            if self.public_only and k in _UNTRUSTED:
+                continue
+            out.append((k, v))
+        client = scope.get("client")
+        if self.public_only or not any(k == b"x-forwarded-for" for k, _ in out):
+            if client:
+                out.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))
+            out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
+        return out
+
+
+async def _body(receive: Any) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _answer(send: Any, status: int, text: str, *, allow: str | None = None) -> None:
+    body = (text + "\n").encode("utf-8", "replace")
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if allow is not None:
+        headers.append((b"allow", allow.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
