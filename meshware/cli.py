@@ -451,7 +451,12 @@ def proxy(
     )
     try:
         uvicorn.run(
-            app, host=host.strip("[]"), port=int(port), log_level="warning", access_log=False
+            app,
+            host=host.strip("[]"),
+            port=int(port),
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # the caller's own X-Forwarded-For is not trusted
         )
     finally:
         view.stop()

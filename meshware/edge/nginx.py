@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._core.records import ANY_METHOD
@@ -73,7 +73,7 @@ class NginxOptions:
     standalone: bool = True
     prefix: str = ""
     worker_processes: int = 1
-    extra: tuple[str, ...] = field(default=())
+    user: str | None = None  # the workers' user (standalone; nginx's default is nobody)
 
     def __post_init__(self) -> None:
         _host, sep, port = self.listen.rpartition(":")
@@ -121,6 +121,7 @@ def render(table: RoutingTable, options: NginxOptions | None = None) -> str:
         prefix = o.prefix or "."
         lines += [
             "daemon off;",
+            *([f"user {o.user};"] if o.user else []),
             f"worker_processes {o.worker_processes};",
             f"pid {prefix}/nginx.pid;",
             f"error_log {prefix}/error.log warn;",
@@ -176,6 +177,12 @@ def _server(routes: list[PublicRoute], o: NginxOptions) -> list[str]:
     out += [
         "    location / {",
         "        return 404;",
+        "    }",
+        "    # malformed requests nginx itself refuses with 501/505 (an unknown transfer coding,",
+        "    # an unknown HTTP version) are the client's fault: say 400",
+        "    error_page 501 505 =400 @meshware_bad_request;",
+        "    location @meshware_bad_request {",
+        '        return 400 "bad request\n";',
         "    }",
         "}",
     ]

@@ -137,10 +137,12 @@ class MeshProxy:
                     await _answer(send, 404, "not found")
                 return
             path = found.internal_path(path)
+        framing = {k for k, _ in scope["headers"] if k in (b"content-length", b"transfer-encoding")}
+        if len(framing) == 2:  # both: a request smuggling attempt, or a broken client
+            await _answer(send, 400, "Content-Length together with Transfer-Encoding")
+            return
         headers = self._headers(scope)
-        has_body = any(
-            k == b"content-length" or k == b"transfer-encoding" for k, _ in scope["headers"]
-        )
+        has_body = bool(framing)
         request = self.client.build_request(
             method,
             "mesh://" + path + ("?" + query.decode("latin-1") if query else ""),
@@ -163,6 +165,10 @@ class MeshProxy:
             return
         except (httpx.TransportError, MeshError) as exc:
             log.warning("proxy %s %s failed: %s", method, path, exc)
+            await _answer(send, 502, "bad gateway")
+            return
+        except Exception:
+            log.exception("proxy %s %s failed unexpectedly", method, path)
             await _answer(send, 502, "bad gateway")
             return
         try:

@@ -1,0 +1,166 @@
+"""A real upstream (uvicorn), a real nginx rendered from the table, and the public-only proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import meshware
+from meshware import InstanceRecord, RoutingTable
+from meshware._core.table import Entry, Reset
+from meshware.edge.nginx import NginxOptions, find_nginx, render
+from meshware.edge.proxy import MeshProxy
+from meshware.edge.public import Rewrite
+from meshware.integrations._starlette_routes import starlette_routes
+
+from . import upstream_app
+
+ROOT = Path(__file__).resolve().parents[2]
+REWRITES = (Rewrite.parse("users:/u=/user-service/users"),)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[str]:
+    """The upstream app under uvicorn; its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.edge.upstream_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def edge_table(upstream: str) -> RoutingTable:
+    """The table an edge sees: the upstream's routes as the integration publishes them."""
+    record = InstanceRecord(
+        "users", "u1", upstream, tuple(starlette_routes(upstream_app.app)), routing="ordered"
+    )
+    entry = Entry("/meshware/v1/instances/users/u1", record.encode(), 1, 1)
+    return RoutingTable.empty().apply(Reset((entry,), 1))
+
+
+@pytest.fixture(scope="session")
+def nginx_port(edge_table: RoutingTable, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real nginx running the configuration rendered from ``edge_table``."""
+    try:
+        binary = find_nginx()
+    except meshware.ConfigError as exc:
+        pytest.skip(str(exc))
+    prefix = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    options = NginxOptions(
+        listen=f"127.0.0.1:{port}",
+        rewrites=REWRITES,
+        prefix=str(prefix),
+        user="root" if os.geteuid() == 0 else None,
+        client_max_body_size="64k",
+    )
+    conf = prefix / "nginx.conf"
+    conf.write_text(render(edge_table, options))
+    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)])
+    try:
+        wait_port(port, proc)
+        yield port
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def proxy_port(edge_table: RoutingTable) -> Iterator[int]:
+    """The public-only local router over ``edge_table``, served by uvicorn in a thread."""
+    import uvicorn
+
+    port = free_port()
+    client = meshware.AsyncClient(edge_table, total_timeout=10)
+    app = MeshProxy(
+        client, type("Mesh", (), {"table": edge_table})(), public_only=True, rewrites=REWRITES
+    )
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, proxy_headers=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def raw(port: int, request: bytes, timeout: float = 5.0, idle: float = 0.25) -> tuple[int, bytes]:
+    """Send exact bytes; the first response's status and everything the server sent back.
+
+    Reads until the server closes, or until it has said something and then stayed quiet for
+    ``idle`` seconds (a kept-alive connection: a smuggled second answer would have come by then).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server refused early (a huge body): read what it said
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+                s.settimeout(idle)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    if not data.startswith(b"HTTP/1."):
+        return 0, data  # closed without an answer
+    return int(data.split(b" ", 2)[1]), data
