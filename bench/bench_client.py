@@ -1,6 +1,6 @@
 """Client benchmark: meshware.Client/AsyncClient against plain httpx, direct and through nginx.
 
-Run: ``python bench/bench_client.py`` (about a minute; ``--quick`` for about 20 s). Real
+Run: ``python bench/bench_client.py`` (1.5 minutes; ``--quick`` for about 20 s). Real
 servers on loopback ports, started here as subprocesses and stopped by PID at the end: three
 instances of a tiny plain-ASGI app (``bench/_upstream.py``) under uvicorn, and an nginx reverse
 proxy in front of the first one (the "sidecar hop": an upstream block with keepalive, HTTP/1.1 to
@@ -11,11 +11,13 @@ holding 10,000 routes (9,999 filler routes of 100 other services, never called, 
 What is measured, every figure and its ratio from the same run:
 
 1. per-request latency (p50, p90) of sequential keep-alive ``GET /users/42``, one instance:
-   ``meshware.Client`` vs a plain ``httpx.Client`` to the instance's URL;
+   ``meshware.Client`` vs a plain ``httpx.Client`` to the instance's URL (and the client
+   process's CPU time per request, which the load on the machine disturbs less);
 2. the same meshware figure vs a plain ``httpx.Client`` through nginx (the sidecar design);
 3. throughput with 32 requests in flight (32 asyncio tasks) over 3 instances:
    ``meshware.AsyncClient`` vs one plain ``httpx.AsyncClient`` (one pool allowing 64 connections)
-   spreading the requests round-robin over the same 3 URLs;
+   spreading the requests round-robin over the same 3 URLs, in rounds of a fixed duration
+   (requests/s, and client CPU per request: the client's one core is the bottleneck here);
 4. balancing around a slow instance: every request asks for ``?delay=MS`` of server-side sleep
    and one instance sleeps 10x as long; ``meshware.Client`` (default p2c balancer) shared by
    8 threads under steady load for a fixed time, counting which instance answered each request
@@ -45,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -92,7 +94,9 @@ class Processes:
         self.tmp = tmp
         self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = self.tmp / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -127,7 +131,9 @@ class Processes:
         self.procs.clear()
 
 
-def wait_ready(procs: Processes, proc: subprocess.Popen[bytes], url: str, timeout: float = 20.0) -> bool:
+def wait_ready(
+    procs: Processes, proc: subprocess.Popen[bytes], url: str, timeout: float = 20.0
+) -> bool:
     """True once ``url`` answers 200; False if the process exited first (a port race)."""
     end = time.monotonic() + timeout
     with httpx.Client(trust_env=False, timeout=1.0) as c:
@@ -245,40 +251,56 @@ def pct(sorted_xs: list[float], q: float) -> float:
     return sorted_xs[min(len(sorted_xs) - 1, max(0, round(q * len(sorted_xs) + 0.5) - 1))]
 
 
-def sequential_us(get: Callable[[], httpx.Response], n: int) -> list[float]:
-    """Per-request latencies (us) of ``n`` sequential calls, sorted."""
+def sequential_us(get: Callable[[], httpx.Response], n: int) -> tuple[list[float], float]:
+    """Per-request latencies (us, sorted) of ``n`` sequential calls; client CPU us per call."""
     clock = time.perf_counter_ns
     out = []
+    c0 = time.process_time()
     for _ in range(n):
         t0 = clock()
         r = get()
         out.append((clock() - t0) / 1000)
         if r.status_code != 200:
             raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:200]}")
+    cpu = (time.process_time() - c0) / n * 1e6
     out.sort()
-    return out
+    return out, cpu
 
 
-async def in_flight_rps(send: Callable[[int], object], total: int, concurrency: int) -> float:
-    """Requests per second for ``total`` requests, ``concurrency`` tasks each sending in turn."""
+async def in_flight_rps(
+    send: Callable[[int], Awaitable[httpx.Response]], seconds: float, concurrency: int
+) -> tuple[float, float]:
+    """Requests per second, and client CPU us per request, of ``concurrency`` tasks sending in
+    turn for ``seconds`` (the requests in flight at the end are waited for and counted)."""
     counter = itertools.count()
+    done = 0
+    end = time.perf_counter() + seconds
 
     async def worker() -> None:
-        while (i := next(counter)) < total:
-            r = await send(i)  # type: ignore[misc]
+        nonlocal done
+        clock = time.perf_counter
+        while clock() < end:
+            r = await send(next(counter))
             if r.status_code != 200:
                 raise RuntimeError(f"unexpected answer {r.status_code}")
+            done += 1
 
+    c0 = time.process_time()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return done / wall, (time.process_time() - c0) / done * 1e6
 
 
-def ratio_line(label: str, a: float, b: float, unit: str, an: str, bn: str, extra: str = "") -> str:
-    return f"  {label}: {an} {a:,.0f} {unit}, {bn} {b:,.0f} {unit}, ratio {a / b:.3f}{extra}"
+def spread(xs: list[float], fmt: str) -> str:
+    """``median (min..max)`` of per-round ratios."""
+    xs = sorted(xs)
+    return f"{statistics.median(xs):{fmt}} ({xs[0]:{fmt}}..{xs[-1]:{fmt}})"
 
 
-def bench_latency(args: argparse.Namespace, table1: RoutingTable, direct: str, via_nginx: str) -> None:
+def bench_latency(
+    args: argparse.Namespace, table1: RoutingTable, direct: str, via_nginx: str
+) -> None:
     variants: dict[str, httpx.Client] = {
         "meshware.Client": meshware.Client(table1, trust_env=False),
         "httpx direct": httpx.Client(base_url=direct, trust_env=False),
@@ -286,39 +308,47 @@ def bench_latency(args: argparse.Namespace, table1: RoutingTable, direct: str, v
     }
     p50: dict[str, list[float]] = {k: [] for k in variants}
     p90: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     try:
         for client in variants.values():  # connections open, code paths warm
             sequential_us(lambda c=client: c.get(PATH), args.requests)
         for _ in range(args.rounds):
             for name, client in variants.items():
                 gc.collect()
-                xs = sequential_us(lambda c=client: c.get(PATH), args.requests)
+                xs, c = sequential_us(lambda c=client: c.get(PATH), args.requests)
                 p50[name].append(pct(xs, 0.5))
                 p90[name].append(pct(xs, 0.9))
+                cpu[name].append(c)
     finally:
         for client in variants.values():
             client.close()
-    med = {k: (statistics.median(p50[k]), statistics.median(p90[k])) for k in variants}
+    med = {
+        k: (statistics.median(p50[k]), statistics.median(p90[k]), statistics.median(cpu[k]))
+        for k in variants
+    }
     m, d, n = med["meshware.Client"], med["httpx direct"], med["httpx via nginx"]
-    per_round = sorted(a / b for a, b in zip(p50["meshware.Client"], p50["httpx direct"], strict=True))
+    pair = list(zip(p50["meshware.Client"], p50["httpx direct"], strict=True))
     print(
         f"1-2. sequential keep-alive GET {PATH}, one instance, 10,000-route table "
-        f"({args.rounds} interleaved rounds of {args.requests} per variant; medians of per-round p50/p90)"
+        f"({args.rounds} interleaved rounds of {args.requests} per variant; medians of per-round figures)"
     )
-    for name, (a, b) in med.items():
-        print(f"  {name:<16} p50 {a:7.1f} us   p90 {b:7.1f} us")
+    for name, (a, b, c) in med.items():
+        print(f"  {name:<16} p50 {a:6.0f} us   p90 {b:6.0f} us   client CPU {c:4.0f} us/request")
     print(
         f"  [1] meshware/httpx direct: p50 ratio {m[0] / d[0]:.3f} (target <= 1.05), "
-        f"p90 ratio {m[1] / d[1]:.3f}; per-round p50 ratios {per_round[0]:.3f}..{per_round[-1]:.3f}"
+        f"p90 ratio {m[1] / d[1]:.3f}; per-round p50 ratio {spread([a / b for a, b in pair], '.3f')}; "
+        f"client CPU {m[2] - d[2]:+.0f} us/request"
     )
     print(
-        f"  [2] meshware direct vs httpx through nginx: p50 {m[0]:.1f} vs {n[0]:.1f} us, "
-        f"ratio meshware/nginx {m[0] / n[0]:.3f} (nginx hop costs {n[0] - d[0]:.0f} us at p50)"
+        f"  [2] meshware direct vs httpx through nginx: p50 {m[0]:.0f} vs {n[0]:.0f} us, "
+        f"ratio meshware/nginx {m[0] / n[0]:.3f} (the nginx hop adds {n[0] - d[0]:.0f} us at p50)"
     )
 
 
 def bench_throughput(args: argparse.Namespace, table3: RoutingTable, urls: list[str]) -> None:
-    async def run() -> tuple[list[float], list[float], Counter[str]]:
+    Figures = list[tuple[float, float]]
+
+    async def run() -> tuple[Figures, Figures, Counter[str]]:
         mesh = meshware.AsyncClient(table3, trust_env=False)
         plain = httpx.AsyncClient(
             trust_env=False,
@@ -327,48 +357,57 @@ def bench_throughput(args: argparse.Namespace, table3: RoutingTable, urls: list[
         targets = [u + PATH for u in urls]
         n_urls = len(targets)
 
-        def send_mesh(i: int) -> object:
+        def send_mesh(i: int) -> Awaitable[httpx.Response]:
             return mesh.get(PATH)
 
-        def send_plain(i: int) -> object:
+        def send_plain(i: int) -> Awaitable[httpx.Response]:
             return plain.get(targets[i % n_urls])
 
         shares: Counter[str] = Counter()
         try:
-            for _ in range(max(1, args.concurrency // 8)):  # where the mesh client sends
-                for r in await asyncio.gather(*(mesh.get(PATH) for _ in range(32))):
+            for _ in range(4):  # where the mesh client sends
+                for r in await asyncio.gather(*(mesh.get(PATH) for _ in range(args.concurrency))):
                     shares[r.json()["instance"]] += 1
             for send in (send_mesh, send_plain):  # warm-up: open the connections
-                await in_flight_rps(send, args.async_requests // 4, args.concurrency)
-            ours: list[float] = []
-            theirs: list[float] = []
+                await in_flight_rps(send, args.async_seconds / 2, args.concurrency)
+            ours: Figures = []
+            theirs: Figures = []
             for _ in range(args.async_rounds):
                 gc.collect()
-                ours.append(await in_flight_rps(send_mesh, args.async_requests, args.concurrency))
+                ours.append(await in_flight_rps(send_mesh, args.async_seconds, args.concurrency))
                 gc.collect()
-                theirs.append(await in_flight_rps(send_plain, args.async_requests, args.concurrency))
+                theirs.append(await in_flight_rps(send_plain, args.async_seconds, args.concurrency))
             return ours, theirs, shares
         finally:
             await mesh.aclose()
             await plain.aclose()
 
     ours, theirs, shares = asyncio.run(run())
-    a, b = statistics.median(ours), statistics.median(theirs)
-    per_round = sorted(x / y for x, y in zip(ours, theirs, strict=True))
+    a, b = statistics.median(x for x, _ in ours), statistics.median(x for x, _ in theirs)
+    a_cpu, b_cpu = statistics.median(c for _, c in ours), statistics.median(c for _, c in theirs)
     print(
         f"3. {args.concurrency} requests in flight (asyncio tasks), 3 instances "
-        f"({args.async_rounds} interleaved rounds of {args.async_requests} per variant; medians)"
+        f"({args.async_rounds} interleaved rounds of {args.async_seconds:g} s per variant; medians)"
     )
-    print(f"  meshware.AsyncClient {a:8,.0f} req/s")
-    print(f"  httpx.AsyncClient    {b:8,.0f} req/s (one pool, round-robin over the 3 URLs)")
+    print(f"  meshware.AsyncClient {a:6,.0f} req/s   client CPU {a_cpu:5.0f} us/request")
     print(
-        f"  [3] throughput ratio meshware/httpx {a / b:.2f} (target >= 2); "
-        f"per-round {per_round[0]:.2f}..{per_round[-1]:.2f}; meshware spread "
+        f"  httpx.AsyncClient    {b:6,.0f} req/s   client CPU {b_cpu:5.0f} us/request "
+        "(one pool, round-robin over the 3 URLs)"
+    )
+    print(
+        f"  [3] throughput ratio meshware/httpx {a / b:.2f} (target >= 2); per-round "
+        f"{spread([x[0] / y[0] for x, y in zip(ours, theirs, strict=True)], '.2f')}; "
+        f"CPU/request ratio httpx/meshware {b_cpu / a_cpu:.2f}"
+    )
+    print(
+        f"  meshware's first {sum(shares.values())} requests went to "
         + ", ".join(f"{k} {v}" for k, v in sorted(shares.items()))
     )
 
 
-def bench_slow_instance(args: argparse.Namespace, table3: RoutingTable, urls: list[str], names: list[str]) -> None:
+def bench_slow_instance(
+    args: argparse.Namespace, table3: RoutingTable, urls: list[str], names: list[str]
+) -> None:
     target = f"{PATH}?delay={args.delay_ms:g}"
     # How slow each instance is on its own: sequential, interleaved, plain httpx.
     alone: dict[str, list[float]] = {n: [] for n in names}
@@ -439,28 +478,48 @@ def bench_slow_instance(args: argparse.Namespace, table3: RoutingTable, urls: li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about 20 s)")
-    parser.add_argument("--rounds", type=int, help="rounds of 1-2 (default 21; quick 7)")
-    parser.add_argument("--requests", type=int, help="requests per variant per round in 1-2 (default 400; quick 200)")
+    parser.add_argument("--rounds", type=int, help="rounds of 1-2 (default 21; quick 5)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        help="requests per variant per round in 1-2 (default 300; quick 150)",
+    )
     parser.add_argument("--async-rounds", type=int, help="rounds of 3 (default 9; quick 3)")
-    parser.add_argument("--async-requests", type=int, help="requests per variant per round in 3 (default 3000; quick 1500)")
+    parser.add_argument(
+        "--async-seconds",
+        type=float,
+        help="seconds per variant per round in 3 (default 2; quick 1)",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight in 3")
     parser.add_argument("--threads", type=int, default=8, help="threads in 4")
-    parser.add_argument("--slow-seconds", type=float, help="measured seconds of 4 (default 12; quick 4)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of 4 left out of the shares")
-    parser.add_argument("--delay-ms", type=float, default=10.0, help="server sleep per request in 4")
-    parser.add_argument("--slowdown", type=float, default=10.0, help="how much slower the slow instance sleeps")
-    parser.add_argument("--probe", type=int, help="sequential probes per instance in 4 (default 15; quick 5)")
+    parser.add_argument(
+        "--slow-seconds", type=float, help="measured seconds of 4 (default 12; quick 3)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds of 4 left out of the shares"
+    )
+    parser.add_argument(
+        "--delay-ms", type=float, default=10.0, help="server sleep per request in 4"
+    )
+    parser.add_argument(
+        "--slowdown", type=float, default=10.0, help="how much slower the slow instance sleeps"
+    )
+    parser.add_argument(
+        "--probe", type=int, help="sequential probes per instance in 4 (default 15; quick 4)"
+    )
     parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     args = parser.parse_args()
     defaults = {  # (default, quick)
-        "rounds": (21, 7),
-        "requests": (400, 200),
+        "rounds": (21, 5),
+        "requests": (300, 150),
         "async_rounds": (9, 3),
-        "async_requests": (3000, 1500),
-        "slow_seconds": (12.0, 4.0),
-        "probe": (15, 5),
+        "async_seconds": (2.0, 1.0),
+        "slow_seconds": (12.0, 3.0),
+        "probe": (15, 4),
     }
     for key, (full, quick) in defaults.items():
         if getattr(args, key) is None:

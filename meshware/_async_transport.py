@@ -113,13 +113,13 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
         self._plain: httpx.AsyncBaseTransport | None = None
 
     def _make_transport(self, instance: Instance) -> httpx.AsyncBaseTransport:
-        return httpx.AsyncHTTPTransport(**self._http)  # type: ignore[arg-type]
+        return httpx.AsyncHTTPTransport(**self._transport_args())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a live instance of the service that serves it (with retries)."""
         if request.url.scheme != MESH_SCHEME:
             if self._plain is None:
-                self._plain = httpx.AsyncHTTPTransport(**self._http)  # type: ignore[arg-type]
+                self._plain = httpx.AsyncHTTPTransport(**self._http)
             return await self._plain.handle_async_request(request)
         table = self.mesh.table
         if table is not self._table:
@@ -149,7 +149,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             call.start(stats, now)
             try:
                 pool = self._pool(stats)
-                attempt = self._attempt(request, pool, call, now)
+                attempt = self._attempt(request, pool, call, self.clock())
                 response = await pool.transport.handle_async_request(attempt)
             except httpx.TransportError as exc:
                 stats.released()

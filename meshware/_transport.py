@@ -108,13 +108,13 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
         self._plain: httpx.BaseTransport | None = None
 
     def _make_transport(self, instance: Instance) -> httpx.BaseTransport:
-        return httpx.HTTPTransport(**self._http)  # type: ignore[arg-type]
+        return httpx.HTTPTransport(**self._transport_args())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a live instance of the service that serves it (with retries)."""
         if request.url.scheme != MESH_SCHEME:
             if self._plain is None:
-                self._plain = httpx.HTTPTransport(**self._http)  # type: ignore[arg-type]
+                self._plain = httpx.HTTPTransport(**self._http)
             return self._plain.handle_request(request)
         table = self.mesh.table
         if table is not self._table:
@@ -146,7 +146,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
                 call.start(stats, now)
             try:
                 pool = self._pool(stats)
-                attempt = self._attempt(request, pool, call, now)
+                attempt = self._attempt(request, pool, call, self.clock())
                 response = pool.transport.handle_request(attempt)
             except httpx.TransportError as exc:
                 with lock:

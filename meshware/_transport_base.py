@@ -162,11 +162,26 @@ class TransportBase(Generic[T]):
         self._by_service: dict[str, tuple[Instance, ...]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._http: dict[str, Any] = {}  # httpx transport arguments (set by the twins)
+        self._ssl: Any = None
 
     # ------------------------------------------------------------------ hooks for the twins
 
     def _make_transport(self, instance: Instance) -> T:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _transport_args(self) -> dict[str, Any]:
+        """Arguments for an instance's httpx transport, all sharing one SSL context.
+
+        Building an SSL context loads the CA bundle (20-40 ms): once per client, not once per
+        instance inside the first attempt to it (where it overran the attempt's timeout).
+        """
+        http = self._http
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context(
+                verify=http["verify"], cert=http["cert"], trust_env=http["trust_env"]
+            )
+        return {**http, "verify": self._ssl, "cert": None}
 
     # ------------------------------------------------------------------ routing
 

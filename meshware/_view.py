@@ -181,10 +181,11 @@ class MeshView:
                 if self._stop.is_set():
                     watch.close()
                     return
-                self._contact()
-                failures = 0
+                # the watch is opened lazily (etcd's stream by the first read): the registry has
+                # answered only once a batch (etcd's `created` confirmation, maybe empty) arrives
                 for batch in watch:
                     self._contact()
+                    failures = 0
                     if not batch:
                         continue
                     table = self.table

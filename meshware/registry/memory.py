@@ -210,6 +210,7 @@ class _MemoryWatch:
         self.closed = False
 
     def __iter__(self) -> Iterator[list[Update]]:
+        yield []  # the watch is established (as etcd's `created` confirmation)
         while not self.closed:
             batch = self.registry._wait_updates(self)
             if batch:

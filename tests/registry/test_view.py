@@ -94,3 +94,28 @@ def test_a_new_conflict_is_logged_once(caplog: pytest.LogCaptureFixture) -> None
     assert logged == [
         "route conflict: GET /same is claimed by first, second; first wins (oldest registration)"
     ]
+
+
+def test_while_etcd_is_down_the_view_stays_disconnected_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: opening a watch is lazy, so it must not count as the registry answering."""
+    seen: list[bool] = []
+    with EtcdServer() as etcd:
+        registry = EtcdRegistry(EtcdClient(etcd.endpoint, timeout=0.5))
+        with MeshView(registry, PREFIX) as view, caplog.at_level(logging.WARNING, "meshware.view"):
+            etcd.stop(keep_data=True)
+            view.wait_for(lambda t: not view.connected, timeout=10)
+
+            def record_state(t: object) -> bool:
+                seen.append(view.connected)  # called at every change of `connected`
+                return False
+
+            with pytest.raises(TimeoutError):
+                view.wait_for(record_state, timeout=1.5)
+            stale = view.staleness
+    assert not any(seen)
+    assert stale is not None
+    assert stale > 1.0
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1
