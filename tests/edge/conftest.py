@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -150,10 +151,9 @@ def raw(port: int, request: bytes, timeout: float = 5.0, idle: float = 0.25) -> 
     ``idle`` seconds (a kept-alive connection: a smuggled second answer would have come by then).
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        try:
+        # the server may refuse early (a huge body) and close: then read what it said
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server refused early (a huge body): read what it said
         data = b""
         try:
             while chunk := s.recv(65536):
