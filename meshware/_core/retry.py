@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import email.utils
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "FAILED",
@@ -41,12 +41,12 @@ TIMEOUT = 3  # the attempt ran out of time after it was sent
 OUTCOME_NAMES = ("response", "unsent", "failed", "timeout")
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One attempt of a request: where it went, how it ended, when and how long it took.
 
     ``outcome`` is ``"response"`` (``status`` set), ``"unsent"`` (it never reached the wire),
     ``"failed"`` or ``"timeout"`` (``error`` describes it). ``started`` is on the client's clock.
+    (A named tuple: one is made per attempt, on the hot path.)
     """
 
     instance: str
