@@ -150,7 +150,9 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             try:
                 pool = self._pool(stats)
                 attempt = self._attempt(request, pool, call, self.clock())
-                response = await pool.transport.handle_async_request(attempt)
+                response = await pool.for_load(stats.inflight, self._lock).handle_async_request(
+                    attempt
+                )
             except httpx.TransportError as exc:
                 stats.released()
                 if not retryable_error(exc):
@@ -190,7 +192,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
     async def aclose(self) -> None:
         """Close every instance's pool (and the pass-through transport)."""
         with self._lock:
-            transports = [p.transport for p in self.pools.values()]
+            transports = [t for p in self.pools.values() for t in p.shards]
             transports += [t for _, t in self._retired]
             self.pools.clear()
             self._retired.clear()

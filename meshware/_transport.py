@@ -147,7 +147,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
             try:
                 pool = self._pool(stats)
                 attempt = self._attempt(request, pool, call, self.clock())
-                response = pool.transport.handle_request(attempt)
+                response = pool.for_load(stats.inflight, self._lock).handle_request(attempt)
             except httpx.TransportError as exc:
                 with lock:
                     stats.released()
@@ -195,7 +195,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
     def close(self) -> None:
         """Close every instance's pool (and the pass-through transport)."""
         with self._lock:
-            transports = [p.transport for p in self.pools.values()]
+            transports = [t for p in self.pools.values() for t in p.shards]
             transports += [t for _, t in self._retired]
             self.pools.clear()
             self._retired.clear()

@@ -46,6 +46,7 @@ from ._urls import InstanceURL
 __all__ = ["MESH_SCHEME", "MeshSource", "TransportBase", "default_limits"]
 
 MESH_SCHEME = "mesh"
+SHARD_SIZE = 4  # requests in flight per connection pool of one instance (see Pool)
 
 T = TypeVar("T")
 
@@ -68,13 +69,42 @@ def default_limits() -> httpx.Limits:
 
 
 class Pool(Generic[T]):
-    """One instance's URL and transport."""
+    """One instance's URL and its transports.
 
-    __slots__ = ("transport", "url")
+    httpcore's cost per request grows with the number of connections in one pool (it scans
+    them all, polling idle sockets, on every request: DESIGN §5), so under load an instance's
+    connections are spread over *shards*, transports of at most ``shard_size`` requests in
+    flight each: the n-th concurrent request to an instance uses shard ``(n - 1) //
+    shard_size``. ``shard_size=0`` keeps one transport (user-supplied transport factories).
+    """
 
-    def __init__(self, url: InstanceURL, transport: T) -> None:
+    __slots__ = ("_grow", "shard_size", "shards", "url")
+
+    MAX_SHARDS = 8
+
+    def __init__(self, url: InstanceURL, make: Callable[[], T], shard_size: int) -> None:
         self.url = url
-        self.transport = transport
+        self.shards: list[T] = [make()]
+        self.shard_size = shard_size
+        self._grow = make
+
+    @property
+    def transport(self) -> T:
+        """The first (often the only) transport."""
+        return self.shards[0]
+
+    def for_load(self, inflight: int, lock: threading.Lock) -> T:
+        """The transport for a request that makes ``inflight`` requests in flight here."""
+        if not self.shard_size:
+            return self.shards[0]
+        index = min((inflight - 1) // self.shard_size, self.MAX_SHARDS - 1)
+        shards = self.shards
+        if index < len(shards):
+            return shards[index]
+        with lock:
+            while len(self.shards) <= index:
+                self.shards.append(self._grow())
+            return self.shards[index]
 
 
 def classify(exc: httpx.TransportError) -> int:
@@ -203,6 +233,7 @@ class TransportBase(Generic[T]):
         self._by_service: dict[str, tuple[Instance, ...]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.shard_size = SHARD_SIZE
         self._http: dict[str, Any] = {}  # httpx transport arguments (set by the twins)
         self._ssl: Any = None
 
@@ -236,7 +267,7 @@ class TransportBase(Generic[T]):
             for stats in gone:
                 pool = self.pools.pop(stats.url, None)
                 if pool is not None:
-                    self._retired.append((stats, pool.transport))
+                    self._retired.extend((stats, t) for t in pool.shards)
             self._by_service = {}
             self._table = table
             closable = [t for s, t in self._retired if s.inflight == 0]
@@ -305,8 +336,16 @@ class TransportBase(Generic[T]):
                 pool = self.pools.get(stats.url)
                 if pool is None:
                     instance = Instance(stats.service, stats.url, "serving", ())
-                    maker = self._factory or self._make_transport
-                    pool = self.pools[stats.url] = Pool(InstanceURL(stats.url), maker(instance))
+                    factory = self._factory
+                    if factory is None:
+                        pool = Pool(
+                            InstanceURL(stats.url),
+                            lambda: self._make_transport(instance),
+                            self.shard_size,
+                        )
+                    else:
+                        pool = Pool(InstanceURL(stats.url), lambda: factory(instance), 0)
+                    self.pools[stats.url] = pool
         return pool
 
     # ------------------------------------------------------------------ attempts
@@ -327,7 +366,9 @@ class TransportBase(Generic[T]):
             extensions.pop("meshware", None)
             if timeout is not None:
                 extensions["timeout"] = _cap_timeouts(extensions.get("timeout"), timeout)
-        return new_request(request.method, pool.url.join(request.url), headers, request.stream, extensions)
+        return new_request(
+            request.method, pool.url.join(request.url), headers, request.stream, extensions
+        )
 
     def _finished(self, call: Call, outcome: str) -> None:
         observer = self.engine.observer
