@@ -224,9 +224,6 @@ def dev(port: int, data_dir: str | None) -> None:
         server.stop()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 
 def _rewrites(values: Sequence[str]) -> tuple[Any, ...]:
     from .edge.public import Rewrite
@@ -460,3 +457,7 @@ def proxy(
         )
     finally:
         view.stop()
+
+
+if __name__ == "__main__":
+    main()
