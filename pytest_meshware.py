@@ -16,6 +16,11 @@ The marker ``@pytest.mark.meshware(seed=..., lease_ttl=..., **policy)`` configur
 ``seed`` seeds its RNG, the other keywords are :class:`meshware.ClientPolicy` fields
 (``balancer="round_robin"``, ``retries=0``...) used by every client on the mesh.
 
+Inside a test session, apps are imported and run in process: a Flask ``Mesh(app)`` with
+``autostart`` and a Starlette/FastAPI lifespan do *not* register in etcd then (an explicit
+``member.start()`` still does; ``meshware_register = true`` in the pytest ini restores the
+automatic registration).
+
 Imports of meshware happen inside the fixtures, so the plugin costs nothing in projects that
 do not use it.
 """
@@ -33,12 +38,37 @@ NO_ETCD = (
 )
 
 
+#: Read by meshware._member: automatic registrations are skipped in a test process.
+SUPPRESS_AUTOMATIC_REGISTRATION = False
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "meshware_register",
+        "let apps imported in the test process register in etcd automatically",
+        type="bool",
+        default=False,
+    )
+
+
+_previous: list[bool] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global SUPPRESS_AUTOMATIC_REGISTRATION
+    _previous.append(SUPPRESS_AUTOMATIC_REGISTRATION)  # sessions nest under pytester
+    SUPPRESS_AUTOMATIC_REGISTRATION = not config.getini("meshware_register")
     config.addinivalue_line(
         "markers",
         "meshware(seed=0, lease_ttl=5, **policy): configure the fake_mesh fixture "
         "(seed of its RNG; meshware.ClientPolicy fields for its clients)",
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global SUPPRESS_AUTOMATIC_REGISTRATION
+    if _previous:
+        SUPPRESS_AUTOMATIC_REGISTRATION = _previous.pop()
 
 
 @pytest.fixture

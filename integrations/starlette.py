@@ -108,7 +108,7 @@ class Mesh:
             async with original(scope_app) as state:
                 member.install_signal_handlers()
                 await anyio.to_thread.run_sync(
-                    lambda: member.start(socket_wait=socket_wait, background=True)
+                    lambda: member.start(socket_wait=socket_wait, background=True, automatic=True)
                 )
                 try:
                     yield state

@@ -96,14 +96,25 @@ class Member:
     def instance_id(self) -> str | None:
         return self.record.instance_id if self.record is not None else None
 
-    def start(self, *, socket_wait: float = 0.0, background: bool = False) -> None:
+    def start(
+        self, *, socket_wait: float = 0.0, background: bool = False, automatic: bool = False
+    ) -> None:
         """Publish this instance and keep it registered.
 
         ``socket_wait`` is how long to wait for the server's listening socket when no
         advertise URL is set; with ``background=True`` that wait happens in a thread and
         ``start()`` returns at once (WSGI apps, whose server binds after importing them).
+        ``automatic`` starts (a Flask ``Mesh`` created with ``autostart``, a Starlette lifespan)
+        are skipped inside a pytest session, where apps are imported and run in process.
         """
         if not self.enabled:
+            return
+        if automatic and _automatic_registration_suppressed():
+            log.info(
+                "meshware: not registering %s automatically inside a pytest session "
+                "(set meshware_register = true in the pytest ini to allow it)",
+                self.settings.service,
+            )
             return
         if _gunicorn_role() == "master":
             log.info("meshware: gunicorn master (--preload); each worker registers itself")
@@ -342,6 +353,12 @@ def _chained_handler(
 
     handler._meshware_member = member  # type: ignore[attr-defined]
     return handler
+
+
+def _automatic_registration_suppressed() -> bool:
+    """True inside a pytest session with meshware's plugin, unless it allows registration."""
+    plugin = sys.modules.get("pytest_meshware")
+    return bool(getattr(plugin, "SUPPRESS_AUTOMATIC_REGISTRATION", False))
 
 
 def _drain_quietly(member: Member, sig: int) -> None:

@@ -224,7 +224,6 @@ def dev(port: int, data_dir: str | None) -> None:
         server.stop()
 
 
-
 def _rewrites(values: Sequence[str]) -> tuple[Any, ...]:
     from .edge.public import Rewrite
 

@@ -12,6 +12,7 @@ APPS = Path(__file__).with_name("apps.py").read_text()
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makepyfile(service_apps=APPS)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.syspathinsert()
     return pytester
 
@@ -118,3 +119,34 @@ def test_the_plugin_imports_nothing_until_a_fixture_is_used(project: pytest.Pyte
         """
     )
     project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_apps_imported_in_a_test_session_do_not_register_by_themselves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flask import Flask
+
+    from meshware.integrations.flask import Mesh
+
+    app = Flask("quiet")
+    with caplog.at_level("INFO", "meshware"):
+        mesh = Mesh(app, service="quiet", advertise_url="http://127.0.0.1:1")
+    assert mesh.member is not None
+    assert mesh.member._starter is None  # no registration thread was started
+    assert "inside a pytest session" in caplog.text
+
+
+def test_the_ini_option_lets_apps_register_again(project: pytest.Pytester) -> None:
+    project.makeini("[pytest]\nmeshware_register = true\n")
+    project.makepyfile(
+        """
+        import pytest_meshware
+
+        def test_allowed():
+            assert pytest_meshware.SUPPRESS_AUTOMATIC_REGISTRATION is False
+        """
+    )
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    import pytest_meshware
+
+    assert pytest_meshware.SUPPRESS_AUTOMATIC_REGISTRATION is True  # the outer session's again
