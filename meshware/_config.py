@@ -19,8 +19,9 @@ setting (argument)              environment / app.config   default
 ``etcd_timeout``                MESHWARE_ETCD_TIMEOUT      ``2`` (seconds)
 ``zone`` / ``version``          MESHWARE_ZONE / _VERSION
 ``weight``                      MESHWARE_WEIGHT            ``100``
-``drain_delay``                 MESHWARE_DRAIN_DELAY       ``0`` (seconds to wait after
-                                                           withdrawing, before the server stops)
+``drain_delay``                 MESHWARE_DRAIN_DELAY       ``0.25`` (seconds between marking the
+                                                           instance draining and withdrawing it,
+                                                           before the server stops)
 ``strict``                      MESHWARE_STRICT            ``false``
 ==============================  =========================  =====================================
 """
@@ -217,7 +218,7 @@ class MemberSettings:
     zone: str | None = None
     version: str | None = None
     weight: int = 100
-    drain_delay: float = 0.0
+    drain_delay: float = 0.25
     strict: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -261,7 +262,7 @@ class MemberSettings:
             zone=src.string("zone"),
             version=src.string("version"),
             weight=int(weight),
-            drain_delay=src.number("drain_delay", 0.0, low=0, high=600),
+            drain_delay=src.number("drain_delay", 0.25, low=0, high=600),
             strict=src.flag("strict", False),
             labels=dict(labels or {}),
         )

@@ -330,13 +330,24 @@ class Member:
 def _chained_handler(
     member: Member, signum: int, previous: Any
 ) -> Callable[[int, FrameType | None], Any]:
+    state = {"draining": False, "handed_over": False}
+
     def handler(sig: int, frame: FrameType | None) -> Any:
         if callable(previous):
+            if state["handed_over"]:  # delivered again after the drain: the server's turn
+                return previous(sig, frame)
             if member.settings.drain_delay:
-                # don't block the server's loop for the delay: drain, then hand over
+                if state["draining"]:
+                    return None  # a repeated signal while draining: the hand-over is coming
+                state["draining"] = True
+
+                # Don't block the server's loop for the delay: drain in a thread, then deliver
+                # the signal again so that the server's own handler runs in the main thread
+                # and wakes its loop as a real signal does (gunicorn's workers sleep in select).
                 def drain_then_continue() -> None:
                     _drain_quietly(member, sig)
-                    previous(sig, frame)
+                    state["handed_over"] = True
+                    os.kill(os.getpid(), sig)
 
                 threading.Thread(
                     target=drain_then_continue, name="meshware-drain", daemon=True

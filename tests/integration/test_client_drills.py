@@ -196,11 +196,11 @@ def test_kill_9_of_one_of_three_instances_under_load_fails_no_request(
 def test_rolling_restart_under_get_and_post_load_fails_no_request(
     servers: Servers, mesh: meshware.MeshView
 ) -> None:
-    # As a real deploy would: the instance is marked draining 0.3 s before its server closes.
-    # With no delay a POST can still be sent, on a kept-alive connection, to an instance whose
-    # server is closing ("Server disconnected without sending a response"; seen in 1 of 11
-    # rolling restarts of three instances), and a POST that reached the wire is not retried.
-    env = {"MESHWARE_DRAIN_DELAY": "0.3"}
+    # With the default drain delay (0.25 s) an instance is marked draining before its server
+    # closes. With no delay a POST can still be sent, on a kept-alive connection, to an instance
+    # whose server is closing ("Server disconnected without sending a response"; seen in 1 of
+    # 11 rolling restarts of three instances), and a POST that reached the wire is not retried.
+    env: dict[str, str] = {}
     old = [start_users(servers, **env) for _ in range(3)]
     wait_table(mesh, lambda t: serving(t) == {u for _, u in old}, procs=tuple(p for p, _ in old))
     new_urls: set[str] = set()
