@@ -109,6 +109,8 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
         if self.hooks is not None:
             sleep = sleep or self.hooks.asleep
             self._factory = self._factory or self.hooks.async_transport
+        if limits is not None:
+            self.shard_size = 0  # the user's limits hold for the whole instance: one pool
         self._sleep = sleep or anyio.sleep
         self._plain: httpx.AsyncBaseTransport | None = None
 
@@ -119,13 +121,15 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
         """Send ``request`` to a live instance of the service that serves it (with retries)."""
         if request.url.scheme != MESH_SCHEME:
             if self._plain is None:
-                self._plain = httpx.AsyncHTTPTransport(**self._http)
+                with self._lock:  # one pass-through transport, even when threads race here
+                    if self._plain is None:
+                        self._plain = httpx.AsyncHTTPTransport(**self._http)
             return await self._plain.handle_async_request(request)
         table = self.mesh.table
         if table is not self._table:
             for t in self._sync_table(table):
                 await t.aclose()
-        call = self._begin(request, self.clock())
+        call = self._begin(request, self.clock(), table)
         try:
             replayable = self._replayable(request)
             if replayable is None:
@@ -156,6 +160,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             except httpx.TransportError as exc:
                 stats.released()
                 if not retryable_error(exc):
+                    stats.aborted()
                     raise
                 end = clock()
                 delay = call.finish(stats, classify(exc), end, now, error=describe(exc))
@@ -167,6 +172,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
                 continue
             except BaseException:
                 stats.released()
+                stats.aborted()
                 raise
             status = response.status_code
             end = clock()
@@ -182,9 +188,11 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
                 return response
             try:
                 await response.aread()  # a short error body: read it so the connection is reused
+            except httpx.TransportError:
+                pass  # the retry goes on: this instance's failure is already counted
             finally:
                 await response.aclose()
-            stats.released()
+                stats.released()
             if delay:
                 await self._sleep(delay)
             now = clock()

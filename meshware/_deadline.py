@@ -70,7 +70,7 @@ def parse_timeout_header(value: str | bytes | None) -> float | None:
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     value = value.strip()
-    if not value.isdigit() or len(value) > 12:
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
         return None
     return int(value) / 1000.0
 

@@ -104,6 +104,8 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
         if self.hooks is not None:
             sleep = sleep or self.hooks.sleep
             self._factory = self._factory or self.hooks.sync_transport
+        if limits is not None:
+            self.shard_size = 0  # the user's limits hold for the whole instance: one pool
         self._sleep = sleep or time.sleep
         self._plain: httpx.BaseTransport | None = None
 
@@ -114,13 +116,15 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
         """Send ``request`` to a live instance of the service that serves it (with retries)."""
         if request.url.scheme != MESH_SCHEME:
             if self._plain is None:
-                self._plain = httpx.HTTPTransport(**self._http)
+                with self._lock:  # one pass-through transport, even when threads race here
+                    if self._plain is None:
+                        self._plain = httpx.HTTPTransport(**self._http)
             return self._plain.handle_request(request)
         table = self.mesh.table
         if table is not self._table:
             for t in self._sync_table(table):
                 t.close()
-        call = self._begin(request, self.clock())
+        call = self._begin(request, self.clock(), table)
         try:
             replayable = self._replayable(request)
             if replayable is None:
@@ -151,6 +155,8 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
             except httpx.TransportError as exc:
                 with lock:
                     stats.released()
+                    if not retryable_error(exc):
+                        stats.aborted()
                 if not retryable_error(exc):
                     raise
                 end = clock()
@@ -165,6 +171,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
             except BaseException:
                 with lock:
                     stats.released()
+                    stats.aborted()
                 raise
             status = response.status_code
             end = clock()
@@ -184,10 +191,12 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
                 return response
             try:
                 response.read()  # a short error body: read it so the connection is reused
+            except httpx.TransportError:
+                pass  # the retry goes on: this instance's failure is already counted
             finally:
                 response.close()
-            with lock:
-                stats.released()
+                with lock:
+                    stats.released()
             if delay:
                 self._sleep(delay)
             now = clock()

@@ -78,12 +78,15 @@ class Pool(Generic[T]):
     shard_size``. ``shard_size=0`` keeps one transport (user-supplied transport factories).
     """
 
-    __slots__ = ("_grow", "shard_size", "shards", "url")
+    __slots__ = ("_grow", "shard_size", "shards", "stats", "url")
 
     MAX_SHARDS = 8
 
-    def __init__(self, url: InstanceURL, make: Callable[[], T], shard_size: int) -> None:
+    def __init__(
+        self, url: InstanceURL, make: Callable[[], T], shard_size: int, stats: InstanceStats
+    ) -> None:
         self.url = url
+        self.stats = stats  # its in-flight count says when a retired pool may be closed
         self.shards: list[T] = [make()]
         self.shard_size = shard_size
         self._grow = make
@@ -230,7 +233,7 @@ class TransportBase(Generic[T]):
         self.pools: dict[str, Pool[T]] = {}
         self._retired: list[tuple[InstanceStats, T]] = []
         self._table: RoutingTable | None = None
-        self._by_service: dict[str, tuple[Instance, ...]] = {}
+        self._by_service: tuple[RoutingTable | None, dict[str, tuple[Instance, ...]]] = (None, {})
         self._lock = threading.Lock()
         self._closed = False
         self.shard_size = SHARD_SIZE
@@ -263,20 +266,17 @@ class TransportBase(Generic[T]):
             if table is self._table:
                 return []
             urls = {i.url for i in table.instances()}
-            gone = self.engine.forget_except(urls)
-            for stats in gone:
-                pool = self.pools.pop(stats.url, None)
-                if pool is not None:
-                    self._retired.extend((stats, t) for t in pool.shards)
-            self._by_service = {}
+            self.engine.forget_except(urls)
+            for url in [u for u in self.pools if u not in urls]:
+                pool = self.pools.pop(url)
+                self._retired.extend((pool.stats, t) for t in pool.shards)
             self._table = table
             closable = [t for s, t in self._retired if s.inflight == 0]
             self._retired = [(s, t) for s, t in self._retired if s.inflight > 0]
             return closable
 
-    def _begin(self, request: httpx.Request, now: float) -> Call:
-        """Resolve ``request`` and start its :class:`Call` (raises routing errors)."""
-        table = self.mesh.table
+    def _begin(self, request: httpx.Request, now: float, table: RoutingTable) -> Call:
+        """Resolve ``request`` in ``table`` and start its :class:`Call` (raises routing errors)."""
         url = request.url
         method = request.method
         ref: Any = getattr(url, "_uri_reference", None)
@@ -314,19 +314,22 @@ class TransportBase(Generic[T]):
         except (NoRouteError, NoEndpointAvailable) as exc:
             exc.request = request
             raise
-        with self._lock:
-            stats = self.engine.stats_list(key, instances, now)
         inherited = current_deadline()
         deadline = None if inherited is None else now + (inherited - time.monotonic())
-        return self.engine.call(
-            method, service, f"{method} {path}", stats, spec, overrides, now, deadline
-        )
+        with self._lock:  # the stats cache and the retry budget are shared by threads
+            stats = self.engine.stats_list(key, instances, now)
+            return self.engine.call(
+                method, service, f"{method} {path}", stats, spec, overrides, now, deadline
+            )
 
     def _service_instances(self, table: RoutingTable, service: str) -> tuple[Instance, ...]:
-        found = self._by_service.get(service)
+        cache = self._by_service
+        if cache[0] is not table:  # one cache per table, replaced with it
+            cache = self._by_service = (table, {})
+        found = cache[1].get(service)
         if found is None:
             found = tuple(i for i in table.instances(service) if i.serving)
-            self._by_service[service] = found
+            cache[1][service] = found
         return found
 
     def _pool(self, stats: InstanceStats) -> Pool[T]:
@@ -342,9 +345,10 @@ class TransportBase(Generic[T]):
                             InstanceURL(stats.url),
                             lambda: self._make_transport(instance),
                             self.shard_size,
+                            stats,
                         )
                     else:
-                        pool = Pool(InstanceURL(stats.url), lambda: factory(instance), 0)
+                        pool = Pool(InstanceURL(stats.url), lambda: factory(instance), 0, stats)
                     self.pools[stats.url] = pool
         return pool
 

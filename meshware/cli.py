@@ -341,6 +341,9 @@ def edge_nginx(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
+    if options.prefix:
+        Path(options.prefix).mkdir(parents=True, exist_ok=True)  # nginx's pid, logs, temp files
+
     def checked(text: str) -> None:
         if check:
             validate(text, nginx=nginx_bin, standalone=options.standalone)
@@ -373,9 +376,10 @@ def edge_nginx(
     def reload() -> None:
         result = subprocess.run(command, capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
-            click.echo(f"warning: reload failed: {result.stderr.strip()}", err=True)
-        else:
-            click.echo(f"{target}: changed, nginx reloaded", err=True)
+            raise ConfigError(
+                f"reloading nginx failed: {result.stderr.strip()}", setting="reload-cmd"
+            )
+        click.echo(f"{target}: changed, nginx reloaded", err=True)
 
     watcher = Watcher(target, options, reload, debounce=debounce, check=checked)
     stop = threading.Event()

@@ -119,3 +119,36 @@ def test_dev_runs_an_etcd_until_sigterm() -> None:
         assert proc.wait(10) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"http://127.0.0.1:{port}/v3/kv/range", json={"key": "eA=="})
+
+
+def test_edge_nginx_prints_a_checked_configuration_of_the_public_routes(
+    mesh: list[str], tmp_path: object
+) -> None:
+    from meshware.edge.nginx import find_nginx
+
+    try:
+        find_nginx()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    code, out = run("edge", "nginx", "--listen", "127.0.0.1:8099", *mesh)
+    assert code == 0, out
+    assert '"^/users/([0-9]+)$"' in out
+    assert "/shared" not in out  # not public
+
+
+def test_edge_nginx_writes_a_file_and_says_when_it_did_not_change(
+    mesh: list[str], tmp_path: object
+) -> None:
+    out_file = f"{tmp_path}/mesh.conf"
+    args = ["edge", "nginx", "--no-check", "--include", "--out", out_file, *mesh]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0
+    assert "written" in result.output
+    result = CliRunner().invoke(main, args)
+    assert "unchanged" in result.output
+
+
+def test_edge_nginx_rejects_a_bad_rewrite(mesh: list[str]) -> None:
+    code, out = run("edge", "nginx", "--no-check", "--rewrite", "users", *mesh)
+    assert code == 2
+    assert "SERVICE:PUBLIC=INTERNAL" in out

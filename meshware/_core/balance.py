@@ -105,6 +105,11 @@ class InstanceStats:
         if self.ejected_until and now >= self.ejected_until:
             self.probing = True
 
+    def aborted(self) -> None:
+        """An attempt ended without an outcome (cancelled, or an error about the request itself):
+        a probe in flight no longer blocks the next one."""
+        self.probing = False
+
     def released(self) -> None:
         """A request to this instance is over (its response closed, or it failed)."""
         if self.inflight > 0:

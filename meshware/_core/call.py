@@ -233,7 +233,7 @@ class Call:
         if self.deadline is not None:
             left = self.deadline - now
             if timeout is None or left < timeout:
-                timeout = left
+                timeout = max(left, 0.001)  # passed meanwhile: let httpx time out at once
         return timeout
 
     def start(self, stats: InstanceStats, now: float) -> None:

@@ -44,6 +44,7 @@ Routing = Literal["specificity", "ordered"]
 _SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,200}$")
 _METHOD_RE = re.compile(r"^[A-Z][A-Z0-9_-]*$")
+_URL_RE = re.compile(r"^https?://(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?$")
 _STATES = ("serving", "draining")
 _KINDS = ("http", "websocket", "mount")
 _ROUTINGS = ("specificity", "ordered")
@@ -180,8 +181,11 @@ class InstanceRecord:
         if not _INSTANCE_RE.match(instance_id):
             raise BadRecord(key, f"invalid instance id {instance_id!r}")
         url = _field(key, data, "url", str)
-        if not re.match(r"^https?://[^/\s]+$", url):
-            raise BadRecord(key, f"url must be http(s)://host[:port] with no path, got {url!r}")
+        m = _URL_RE.match(url)
+        if m is None or (m.group(1) is not None and not 0 < int(m.group(1)) < 65536):
+            raise BadRecord(
+                key, f"url must be http(s)://host[:port] (port 1-65535), with no path, got {url!r}"
+            )
         state = data.get("state", "serving")
         if state not in _STATES:
             raise BadRecord(key, f"state must be one of {_STATES}, got {state!r}")

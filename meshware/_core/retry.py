@@ -18,6 +18,7 @@ Pure, like the rest of the core. The rules (DESIGN §4):
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 from typing import NamedTuple
@@ -118,7 +119,7 @@ def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²" and other digits
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -126,4 +127,6 @@ def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000": HTTP dates are in UTC
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - wall_now)

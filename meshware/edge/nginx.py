@@ -23,6 +23,7 @@ What the configuration does (the security tests in ``tests/edge`` run against a 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -40,6 +41,8 @@ from .._errors import ConfigError
 from .public import PublicRoute, Rewrite, public_routes
 
 __all__ = ["NginxOptions", "find_nginx", "render", "validate", "write_if_changed"]
+
+log = logging.getLogger("meshware.edge")
 
 HOP_BY_HOP = (
     "Connection",
@@ -108,15 +111,33 @@ def render(table: RoutingTable, options: NginxOptions | None = None) -> str:
         f"# {len(routes)} public route(s) of {len(services)} service(s).",
     ]
     body: list[str] = []
+    # One upstream per service and set of instances declaring a route: during a rolling deploy
+    # a route only the new version has goes only to the new instances, as in the mesh.
+    groups: dict[str, list[tuple[str, ...]]] = {}
+    for r in routes:
+        sets = groups.setdefault(r.service, [])
+        if r.instances not in sets:
+            sets.append(r.instances)
+    names: dict[tuple[str, tuple[str, ...]], str] = {}
     for service in services:
-        instances = [i for i in table.instances(service) if i.serving]
-        body.append(f"upstream {_upstream(service)} {{")
-        for inst in instances:
-            body.append(f"    server {_hostport(inst.url)} max_fails=0;")
-        body.append(f"    keepalive {o.keepalive};")
-        body.append("}")
-        body.append("")
-    body.extend(_server(routes, o))
+        sets = sorted(groups[service])
+        for k, urls in enumerate(sets):
+            name = _upstream(service) + (f"_{k}" if len(sets) > 1 else "")
+            servers = [hp for hp in map(_hostport, urls) if hp is not None]
+            if not servers:  # no usable address: its routes stay 404
+                continue
+            names[(service, urls)] = name
+            body.append(f"upstream {name} {{")
+            body += [f"    server {hp} max_fails=0;" for hp in servers]
+            body.append(f"    keepalive {o.keepalive};")
+            body.append("}")
+            body.append("")
+    usable = [r for r in routes if (r.service, r.instances) in names]
+    body.extend(
+        _server(
+            usable, {(r.service, r.instances): names[(r.service, r.instances)] for r in usable}, o
+        )
+    )
     if o.standalone:
         prefix = o.prefix or "."
         lines += [
@@ -141,7 +162,9 @@ def render(table: RoutingTable, options: NginxOptions | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _server(routes: list[PublicRoute], o: NginxOptions) -> list[str]:
+def _server(
+    routes: list[PublicRoute], upstreams: dict[tuple[str, tuple[str, ...]], str], o: NginxOptions
+) -> list[str]:
     out = [
         "server {",
         f"    listen {o.listen};",
@@ -173,7 +196,7 @@ def _server(routes: list[PublicRoute], o: NginxOptions) -> list[str]:
         "",
     ]
     for r in routes:
-        out += _location(r)
+        out += _location(r, upstreams[(r.service, r.instances)])
     out += [
         "    location / {",
         "        return 404;",
@@ -189,7 +212,7 @@ def _server(routes: list[PublicRoute], o: NginxOptions) -> list[str]:
     return out
 
 
-def _location(r: PublicRoute) -> list[str]:
+def _location(r: PublicRoute, upstream: str) -> list[str]:
     public = r.public
     if public.params:
         header = f'    location ~ "^{_nginx_regex(public.regex.pattern)}$" {{'
@@ -203,7 +226,7 @@ def _location(r: PublicRoute) -> list[str]:
         pub = r.rewrite.public or ""
         internal = r.rewrite.internal or ""
         out.append(f'        rewrite "^{_escape(pub)}(.*)$" "{internal}$1" break;')
-    out.append(f"        proxy_pass http://{_upstream(r.service)};")
+    out.append(f"        proxy_pass http://{upstream};")
     out.append("    }")
     return out
 
@@ -219,17 +242,20 @@ def _escape(text: str) -> str:
 
 
 def _upstream(service: str) -> str:
-    return "mesh_" + re.sub(r"[^A-Za-z0-9_]", "_", service)
+    # injective: "a-b", "a.b" and "a_b" must not share a name (nginx -t would refuse the file)
+    return "mesh_" + service.replace("_", "_u").replace("-", "_h").replace(".", "_d")
 
 
-def _hostport(url: str) -> str:
-    rest = url.split("://", 1)[1]
-    if url.startswith("https://"):
-        raise ConfigError(
-            f"instance {url} is https: this renderer proxies to http upstreams only",
-            setting="url",
-        )
-    return rest if ":" in rest.rsplit("]", 1)[-1] else rest + ":80"
+_HOSTPORT = re.compile(r"^http://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?$")
+
+
+def _hostport(url: str) -> str | None:
+    """``host:port`` for nginx's ``server``; None (left out, with a warning) if unusable."""
+    m = _HOSTPORT.match(url)
+    if m is None or (m.group(2) is not None and not 0 < int(m.group(2)) < 65536):
+        log.warning("edge: leaving out instance %s: nginx proxies to http://host:port only", url)
+        return None
+    return f"{m.group(1)}:{m.group(2) or 80}"
 
 
 # --------------------------------------------------------------------------- I/O around render
@@ -317,10 +343,12 @@ class Watcher:
         self.reload = reload
         self.debounce = debounce
         self.check = check
+        self.retry_after = 5.0  # seconds before a failed check or reload is tried again
         self.renders = 0
         self.writes = 0
         self._pending = threading.Event()
         self._latest: RoutingTable | None = None
+        self._installed: str | None = None  # the text nginx last reloaded successfully
 
     def changed(self, table: RoutingTable) -> None:
         """The view's ``on_change`` callback."""
@@ -331,14 +359,19 @@ class Watcher:
         """Render, and if different, validate, write and reload; whether it wrote."""
         self.renders += 1
         text = render(table, self.options)
-        with contextlib.suppress(FileNotFoundError):
-            if self.out.read_text() == text:
-                return False
+        if text == self._installed:
+            return False
+        if self._installed is None and not self.writes:  # first run: the file may be in force
+            with contextlib.suppress(FileNotFoundError):
+                if self.out.read_text() == text:
+                    self._installed = text
+                    return False
         if self.check is not None:
             self.check(text)
         write_if_changed(self.out, text)
         self.writes += 1
-        self.reload()
+        self.reload()  # raises if nginx did not take it: retried at the next change or tick
+        self._installed = text
         return True
 
     def run(self, stop: threading.Event, on_error: Callable[[Exception], None]) -> None:
@@ -355,5 +388,7 @@ class Watcher:
                 continue
             try:
                 self.apply(table)
-            except Exception as exc:  # keep the last good configuration in place
+            except Exception as exc:  # keep the last good configuration in place; try again
                 on_error(exc)
+                if not stop.wait(self.retry_after):
+                    self._pending.set()

@@ -2,7 +2,8 @@
 
 Any process on the node calls ``http://127.0.0.1:PORT/users/42`` and reaches a live instance of
 the service that serves ``/users/42``, with the mesh client's policies (balancing, retries,
-ejection, deadlines: an incoming ``X-Meshware-Timeout-Ms`` is honoured unless public-only).
+ejection, deadlines: an incoming ``X-Meshware-Timeout-Ms`` bounds the request, retries
+included, unless public-only).
 Bodies stream both ways. With ``public_only=True`` it is an edge of its own: only public routes
 (and their rewrites) are reachable, hostile targets are refused, forwarding headers are set from
 the connection rather than trusted.
@@ -19,7 +20,8 @@ from typing import Any
 import httpx
 
 from .._core.records import ANY_METHOD
-from .._core.table import RoutingTable
+from .._core.table import Resolution, RoutingTable
+from .._deadline import DEADLINE_HEADER, enter_from_header, leave
 from .._errors import DeadlineExceeded, MeshError, NoEndpointAvailable, NoRouteError
 from .public import PublicRoute, Rewrite, public_routes, refuse_target
 
@@ -27,6 +29,7 @@ __all__ = ["MeshProxy"]
 
 log = logging.getLogger("meshware.proxy")
 
+_DEADLINE = DEADLINE_HEADER.encode("latin-1")
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -137,6 +140,12 @@ class MeshProxy:
                     await _answer(send, 404, "not found")
                 return
             path = found.internal_path(path)
+            # the mesh must route it to that very route: a more specific private route of the
+            # same paths (or another service's) wins in the table, and must not be reached
+            routed = table.match(method, path)
+            if not isinstance(routed, Resolution) or routed.route is not found.route:
+                await _answer(send, 404, "not found")
+                return
         framing = {k for k, _ in scope["headers"] if k in (b"content-length", b"transfer-encoding")}
         if len(framing) == 2:  # both: a request smuggling attempt, or a broken client
             await _answer(send, 400, "Content-Length together with Transfer-Encoding")
@@ -149,8 +158,14 @@ class MeshProxy:
             headers=headers,
             content=_body(receive) if has_body else None,
         )
+        token = None
+        if not self.public_only:  # a trusted local caller's budget bounds our retries too
+            raw_deadline = next((v for k, v in scope["headers"] if k == _DEADLINE), None)
+            token, _ = enter_from_header(raw_deadline)
         try:
             response = await self.client.send(request, stream=True)
+        except _ClientGone:
+            return  # nobody to answer
         except NoRouteError as exc:
             if exc.allowed:
                 await _answer(send, 405, "method not allowed", allow=", ".join(exc.allowed))
@@ -171,14 +186,21 @@ class MeshProxy:
             log.exception("proxy %s %s failed unexpectedly", method, path)
             await _answer(send, 502, "bad gateway")
             return
+        finally:
+            leave(token)
         try:
             # raw bytes are relayed as they came: Content-Length and Content-Encoding still hold
             out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
             await send(
                 {"type": "http.response.start", "status": response.status_code, "headers": out}
             )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if response.is_stream_consumed:  # already in memory (an in-process fake mesh)
+                await send(
+                    {"type": "http.response.body", "body": response.content, "more_body": True}
+                )
+            else:
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
@@ -203,11 +225,15 @@ class MeshProxy:
         return out
 
 
+class _ClientGone(Exception):
+    """The caller disconnected before its request body was complete."""
+
+
 async def _body(receive: Any) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return
+            raise _ClientGone  # never pass a truncated body on as if it were complete
         chunk = message.get("body", b"")
         if chunk:
             yield chunk

@@ -94,6 +94,7 @@ class PublicRoute:
     public: Template  # the template public clients use
     methods: tuple[str, ...]  # ("*",) for any
     rewrite: Rewrite | None
+    instances: tuple[str, ...] = ()  # URLs of the serving instances that declare the route
 
     @property
     def service(self) -> str:
@@ -126,7 +127,8 @@ def public_routes(table: RoutingTable, rewrites: tuple[Rewrite, ...] = ()) -> li
         if key in seen:
             continue
         seen.add(key)
-        out.append(PublicRoute(route, public, methods, rewrite))
+        urls = tuple(sorted(i.url for i in endpoints.serving))
+        out.append(PublicRoute(route, public, methods, rewrite, urls))
     out.sort(key=lambda p: (bool(p.public.params), p.route.rank, p.route.order, p.public.text))
     return out
 
@@ -144,6 +146,8 @@ def refuse_target(target: str) -> str | None:
         return "the target is too long"
     if "\\" in path or "\x00" in target or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
         return "backslashes, control characters and spaces are not accepted in a path"
+    if "#" in target:  # a fragment never belongs in a request; clients would drop what follows
+        return "'#' is not accepted in a request target"
     if _ENCODED.search(path):
         return "encoded dots, slashes, backslashes and NUL are not accepted in a path"
     if "//" in path:

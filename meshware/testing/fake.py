@@ -587,6 +587,16 @@ class _SyncInstance(httpx.BaseTransport):
         canned = mesh._before(replica, request)
         if canned is not None:
             return canned
+        try:
+            response = self._dispatch(request)
+        except Exception as exc:  # a stub's side effect, an app that raised: still a call
+            mesh._record(replica, request, None, f"{type(exc).__name__}: {exc}")
+            raise
+        mesh._record(replica, request, response.status_code, None)
+        return response
+
+    def _dispatch(self, request: httpx.Request) -> httpx.Response:
+        mesh, replica = self.mesh, self.replica
         request.read()
         response: httpx.Response
         if replica.kind == "wsgi":
@@ -604,7 +614,6 @@ class _SyncInstance(httpx.BaseTransport):
             portal = mesh._portal_for_asgi()
             status, headers, content = portal.call(_asgi_roundtrip, replica.target, request)
             response = httpx.Response(status, headers=headers, content=content)
-        mesh._record(replica, request, response.status_code, None)
         return response
 
 
@@ -620,6 +629,16 @@ class _AsyncInstance(httpx.AsyncBaseTransport):
         canned = mesh._before(replica, request)
         if canned is not None:
             return canned
+        try:
+            status, headers, content = await self._dispatch(request)
+        except Exception as exc:  # a stub's side effect, an app that raised: still a call
+            mesh._record(replica, request, None, f"{type(exc).__name__}: {exc}")
+            raise
+        mesh._record(replica, request, status, None)
+        return httpx.Response(status, headers=headers, content=content)
+
+    async def _dispatch(self, request: httpx.Request) -> Raw:
+        mesh, replica = self.mesh, self.replica
         await request.aread()
         if replica.kind == "wsgi":
             status, headers, content = await anyio.to_thread.run_sync(
@@ -636,8 +655,7 @@ class _AsyncInstance(httpx.AsyncBaseTransport):
             status, headers, content = await anyio.to_thread.run_sync(
                 portal.call, _asgi_roundtrip, replica.target, request
             )
-        mesh._record(replica, request, status, None)
-        return httpx.Response(status, headers=headers, content=content)
+        return status, headers, content
 
 
 Raw = tuple[int, list[tuple[bytes, bytes]], bytes]

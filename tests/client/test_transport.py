@@ -347,3 +347,117 @@ def test_a_streamed_response_holds_its_instance_busy_until_closed(clock: FakeClo
 def test_bad_extensions_fail_with_a_clear_error(send: Send) -> None:
     with pytest.raises(meshware.ConfigError, match="unknown key"):
         send(users_table(1), Instances(), extensions={"meshware": {"retry": 1}})
+
+
+# --------------------------------------------------------------------------- review regressions
+
+
+class Failing(httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        raise httpx.ReadError("connection reset while reading the body")
+        yield b""  # pragma: no cover
+
+
+def inflight(client: meshware.Client) -> dict[str, int]:
+    return {u: s.inflight for u, s in client.mesh_transport.engine.stats.items() if s.inflight}
+
+
+def test_a_retry_after_of_non_ascii_digits_is_ignored_not_a_crash(clock: FakeClock) -> None:
+    answers = iter(
+        [httpx.Response(503, headers=[(b"retry-after", "²".encode())]), httpx.Response(200)]
+    )
+    inst = Instances(lambda url, req: next(answers))
+    with meshware.Client(
+        users_table(2), transport_factory=inst.factory, clock=clock, sleep=clock.sleep
+    ) as c:
+        assert c.get("/users/1").status_code == 200
+        assert inflight(c) == {}
+
+
+def test_a_retryable_answer_whose_body_fails_is_retried_and_released(clock: FakeClock) -> None:
+    answers = iter([httpx.Response(503, stream=Failing()), httpx.Response(200)])
+    inst = Instances(lambda url, req: next(answers))
+    with meshware.Client(
+        users_table(2), transport_factory=inst.factory, clock=clock, sleep=clock.sleep
+    ) as c:
+        assert c.get("/users/1").status_code == 200
+        assert inflight(c) == {}
+
+
+def test_a_probe_that_ends_without_an_outcome_does_not_leave_the_instance_out_for_good(
+    clock: FakeClock,
+) -> None:
+    bad = {"http://10.0.0.1:8000"}
+    mode = {"error": httpx.ConnectError}
+
+    def handler(url: str, req: httpx.Request) -> httpx.Response:
+        if url in bad:
+            raise mode["error"]("boom")
+        return httpx.Response(200)
+
+    inst = Instances(handler)
+    policy = meshware.ClientPolicy(eject_after=1, eject_base=1.0, eject_jitter=0.0)
+    with meshware.Client(
+        users_table(1),
+        policy=policy,
+        transport_factory=inst.factory,
+        clock=clock,
+        sleep=clock.sleep,
+    ) as c:
+        with pytest.raises(meshware.RetriesExhausted):
+            c.get("/users/1")  # ejects the only instance
+        clock.now += 2.0
+        mode["error"] = RuntimeError  # the probe dies of something that is not an httpx error
+        with pytest.raises(RuntimeError):
+            c.get("/users/1")
+        bad.clear()
+        assert c.get("/users/1").status_code == 200  # a new probe may go, and passes
+
+
+def test_explicit_limits_hold_for_the_whole_instance() -> None:
+    with meshware.Client(users_table(1), limits=httpx.Limits(max_connections=2)) as c:
+        assert c.mesh_transport.shard_size == 0
+    with meshware.Client(users_table(1)) as c:
+        assert c.mesh_transport.shard_size > 0
+
+
+def test_pools_of_instances_gone_from_the_table_are_closed_even_if_their_stats_were_dropped(
+    clock: FakeClock,
+) -> None:
+    inst = Instances()
+    view = type("View", (), {})()
+    view.table = users_table(1)
+    with meshware.Client(view, transport_factory=inst.factory, clock=clock) as c:  # type: ignore[arg-type]
+        c.get("/users/1")
+        c.mesh_transport.engine.stats.clear()  # as when a retry used an instance already gone
+        view.table = add_instance(RoutingTable.empty(), "http://10.0.0.9:8000")
+        c.get("/users/1")
+        assert inst.closed == ["http://10.0.0.1:8000"]
+
+
+def test_service_addressed_requests_follow_a_table_change(clock: FakeClock) -> None:
+    inst = Instances()
+    view = type("View", (), {})()
+    view.table = users_table(1)
+    with meshware.Client(view, transport_factory=inst.factory, clock=clock) as c:  # type: ignore[arg-type]
+        c.get("mesh://users/users/1")
+        view.table = add_instance(RoutingTable.empty(), "http://10.0.0.9:8000")
+        c.get("mesh://users/users/1")
+    assert inst.urls == ["http://10.0.0.1:8000", "http://10.0.0.9:8000"]
+
+
+def test_a_deadline_passing_while_an_attempt_is_prepared_gives_a_positive_timeout(
+    clock: FakeClock,
+) -> None:
+    inst = Instances()
+
+    def slow_factory(instance: object) -> httpx.BaseTransport:
+        clock.now += 1.0  # like building an SSL context under load
+        return inst.factory(instance)
+
+    with meshware.Client(
+        users_table(1), transport_factory=slow_factory, clock=clock, total_timeout=0.5
+    ) as c:
+        c.get("/users/1")
+    timeouts = inst.seen[0][1].extensions["timeout"]
+    assert all(v is not None and v > 0 for v in timeouts.values())

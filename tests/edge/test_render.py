@@ -139,3 +139,57 @@ def test_a_rejected_configuration_is_never_installed(tmp_path: Path) -> None:
     assert out.read_text() == before
     assert reloads.count == 1
     assert [p.name for p in tmp_path.iterdir()] == ["mesh.conf"]  # no temporary file left
+
+
+def test_upstream_names_of_different_services_never_collide() -> None:
+    t = RoutingTable.empty().apply(
+        Reset(
+            tuple(
+                entry(
+                    name,
+                    f"http://127.0.0.1:{8001 + k}",
+                    (RouteSpec(f"/{k}", ("GET",), public=True),),
+                )
+                for k, name in enumerate(("a-b", "a.b", "a_b"))
+            ),
+            1,
+        )
+    )
+    text = render(t)
+    names = [line.split()[1] for line in text.splitlines() if line.strip().startswith("upstream ")]
+    assert len(names) == len(set(names)) == 3
+
+
+def test_a_route_only_some_instances_declare_goes_only_to_them() -> None:
+    old = entry("users", "http://127.0.0.1:8001", (PUBLIC,))
+    new_routes = (PUBLIC, RouteSpec("/users/{id:int}/avatar", ("GET",), public=True))
+    new = InstanceRecord("users", "i2", "http://127.0.0.1:8002", new_routes)
+    t = RoutingTable.empty().apply(
+        Reset((old, Entry("/meshware/v1/instances/users/i2", new.encode(), 2, 2)), 2)
+    )
+    text = render(t)
+    avatar = text[text.index("/avatar") :]
+    upstream = avatar.split("proxy_pass http://", 1)[1].split(";", 1)[0]
+    block = text[text.index(f"upstream {upstream} {{") :].split("}", 1)[0]
+    assert "127.0.0.1:8002" in block
+    assert "127.0.0.1:8001" not in block
+
+
+def test_a_failed_reload_is_tried_again_with_the_same_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "mesh.conf"
+    outcomes = [ConfigError("reload failed"), None]
+
+    def reload() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    watcher = Watcher(out, NginxOptions(), reload)
+    with pytest.raises(ConfigError):
+        watcher.apply(table(PUBLIC))
+    assert watcher.apply(table(PUBLIC)) is True  # not "unchanged": nginx never took it
+    assert outcomes == []
+
+
+def test_a_fragment_in_the_target_is_refused() -> None:
+    assert refuse_target("/users/ada#/avatar") is not None

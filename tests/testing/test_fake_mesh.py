@@ -162,3 +162,14 @@ def test_bad_arguments_say_what_is_wrong(mesh: FakeMesh) -> None:
         mesh.fail("nobody")
     with pytest.raises(meshware.ConfigError, match="replicas"):
         mesh.add("users", make_users(), replicas=0)
+
+
+def test_a_stub_that_raises_is_still_recorded_as_a_call(mesh: FakeMesh) -> None:
+    route = mesh.stub("billing").route("GET", "/invoices/{id:int}")
+    route.mock(side_effect=httpx.ReadError)
+    with mesh.client(retries=0) as client, pytest.raises(httpx.ReadError):
+        client.get("/invoices/1")
+    (call,) = mesh.calls_to("billing")
+    assert call.status is None
+    assert call.error is not None
+    assert "ReadError" in call.error
