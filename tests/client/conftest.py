@@ -9,6 +9,7 @@ import pytest
 
 from meshware import InstanceRecord, RouteSpec, RoutingTable
 from meshware._core.table import Entry, Reset, Upsert
+from meshware.testing.fake import MeshClock
 
 PREFIX = "/meshware"
 
@@ -47,22 +48,8 @@ def add_instance(table: RoutingTable, url: str, rev: int = 2) -> RoutingTable:
     return table.apply(Upsert(entry("users", url, USERS, rev=rev), rev))
 
 
-class FakeClock:
-    """A clock that moves only when told (``sleep`` advances it)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
+# The clients' tests use the clock meshware ships for its fake mesh: time moves only when told.
+FakeClock = MeshClock
 
 
 Handler = Callable[[str, httpx.Request], httpx.Response]
