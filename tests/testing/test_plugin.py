@@ -137,7 +137,9 @@ def test_apps_imported_in_a_test_session_do_not_register_by_themselves(
 
 
 def test_the_ini_option_lets_apps_register_again(project: pytest.Pytester) -> None:
-    project.makeini("[pytest]\nmeshware_register = true\n")
+    project.makeini(
+        "[pytest]\nmeshware_register = true\nasyncio_default_fixture_loop_scope = function\n"
+    )
     project.makepyfile(
         """
         import pytest_meshware
