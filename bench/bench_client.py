@@ -292,6 +292,30 @@ async def in_flight_rps(
     return done / wall, (time.process_time() - c0) / done * 1e6
 
 
+def interleaved_rounds(
+    variants: dict[str, httpx.Client], rounds: int, requests: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """Per-round p50, p90 (us) and client CPU per request of sequential ``GET PATH`` for each
+    variant, the variants taking turns within each round; closes the clients."""
+    p50: dict[str, list[float]] = {k: [] for k in variants}
+    p90: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for client in variants.values():  # connections open, code paths warm
+            sequential_us(lambda c=client: c.get(PATH), requests)
+        for _ in range(rounds):
+            for name, client in variants.items():
+                gc.collect()
+                xs, c = sequential_us(lambda c=client: c.get(PATH), requests)
+                p50[name].append(pct(xs, 0.5))
+                p90[name].append(pct(xs, 0.9))
+                cpu[name].append(c)
+    finally:
+        for client in variants.values():
+            client.close()
+    return p50, p90, cpu
+
+
 def spread(xs: list[float], fmt: str) -> str:
     """``median (min..max)`` of per-round ratios."""
     xs = sorted(xs)
@@ -306,22 +330,7 @@ def bench_latency(
         "httpx direct": httpx.Client(base_url=direct, trust_env=False),
         "httpx via nginx": httpx.Client(base_url=via_nginx, trust_env=False),
     }
-    p50: dict[str, list[float]] = {k: [] for k in variants}
-    p90: dict[str, list[float]] = {k: [] for k in variants}
-    cpu: dict[str, list[float]] = {k: [] for k in variants}
-    try:
-        for client in variants.values():  # connections open, code paths warm
-            sequential_us(lambda c=client: c.get(PATH), args.requests)
-        for _ in range(args.rounds):
-            for name, client in variants.items():
-                gc.collect()
-                xs, c = sequential_us(lambda c=client: c.get(PATH), args.requests)
-                p50[name].append(pct(xs, 0.5))
-                p90[name].append(pct(xs, 0.9))
-                cpu[name].append(c)
-    finally:
-        for client in variants.values():
-            client.close()
+    p50, p90, cpu = interleaved_rounds(variants, args.rounds, args.requests)
     med = {
         k: (statistics.median(p50[k]), statistics.median(p90[k]), statistics.median(cpu[k]))
         for k in variants

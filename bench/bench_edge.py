@@ -61,8 +61,7 @@ from bench_client import (  # noqa: E402
     PATH,
     Processes,
     free_port,
-    pct,
-    sequential_us,
+    interleaved_rounds,
     spread,
     start_upstream,
     wait_ready,
@@ -151,20 +150,7 @@ def bench_added_latency(
         "via nginx": httpx.Client(base_url=via_nginx, trust_env=False),
         "via meshware proxy": httpx.Client(base_url=via_proxy, trust_env=False),
     }
-    p50: dict[str, list[float]] = {k: [] for k in variants}
-    p90: dict[str, list[float]] = {k: [] for k in variants}
-    try:
-        for client in variants.values():  # connections open, code paths warm
-            sequential_us(lambda c=client: c.get(PATH), args.requests)
-        for _ in range(args.rounds):
-            for name, client in variants.items():
-                gc.collect()
-                xs, _cpu = sequential_us(lambda c=client: c.get(PATH), args.requests)
-                p50[name].append(pct(xs, 0.5))
-                p90[name].append(pct(xs, 0.9))
-    finally:
-        for client in variants.values():
-            client.close()
+    p50, p90, _cpu = interleaved_rounds(variants, args.rounds, args.requests)
     med50 = {k: statistics.median(v) for k, v in p50.items()}
     med90 = {k: statistics.median(v) for k, v in p90.items()}
     a, b, c = (med50[k] for k in variants)

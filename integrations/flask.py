@@ -24,7 +24,6 @@ from flask import Flask, Response, g, request
 
 from meshware._deadline import DEADLINE_HEADER, enter_from_header, leave
 from meshware._member import Member, RegistryFactory
-from meshware._member import _automatic_registration_suppressed as _suppressed
 
 from ._flask_routes import flask_routes
 from ._options import load_settings
@@ -112,12 +111,9 @@ class Mesh:
     def start(self, *, _automatic: bool = False) -> None:
         """Register in the background (waits for the listening socket) and withdraw at exit."""
         member = self._require_member()
-        if _automatic and _suppressed():
-            member.start(automatic=True)  # says why it does not register
-            return
-        member.install_signal_handlers()
-        member.start(socket_wait=self.socket_wait, background=True)
-        member.stop_at_exit()
+        if member.start(socket_wait=self.socket_wait, background=True, automatic=_automatic):
+            member.install_signal_handlers()
+            member.stop_at_exit()
 
     def stop(self) -> None:
         """Drain and withdraw now."""

@@ -98,7 +98,7 @@ class Member:
 
     def start(
         self, *, socket_wait: float = 0.0, background: bool = False, automatic: bool = False
-    ) -> None:
+    ) -> bool:
         """Publish this instance and keep it registered.
 
         ``socket_wait`` is how long to wait for the server's listening socket when no
@@ -106,21 +106,23 @@ class Member:
         ``start()`` returns at once (WSGI apps, whose server binds after importing them).
         ``automatic`` starts (a Flask ``Mesh`` created with ``autostart``, a Starlette lifespan)
         are skipped inside a pytest session, where apps are imported and run in process.
+        Returns False when it does not register (skipped, or disabled by a fake mesh).
         """
         if not self.enabled:
-            return
+            return False
         if automatic and _automatic_registration_suppressed():
             log.info(
                 "meshware: not registering %s automatically inside a pytest session "
                 "(set meshware_register = true in the pytest ini to allow it)",
                 self.settings.service,
             )
-            return
+            return False
         if _gunicorn_role() == "master":
             log.info("meshware: gunicorn master (--preload); each worker registers itself")
             self._deferred_to_children = True
-            return
+            return True
         self._launch(socket_wait, background)
+        return True
 
     def _launch(self, socket_wait: float, background: bool) -> None:
         self._stopping = False

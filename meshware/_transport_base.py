@@ -73,12 +73,12 @@ class Pool(Generic[T]):
 
     httpcore's cost per request grows with the number of connections in one pool (it scans
     them all, polling idle sockets, on every request: DESIGN §5), so under load an instance's
-    connections are spread over *shards*, transports of at most ``shard_size`` requests in
-    flight each: the n-th concurrent request to an instance uses shard ``(n - 1) //
-    shard_size``. ``shard_size=0`` keeps one transport (user-supplied transport factories).
+    connections are spread over *shards*, transports of about ``shard_size`` requests in flight
+    each (:meth:`for_load`). ``shard_size=0`` keeps one transport (user-supplied transport
+    factories, or explicit ``limits`` that must hold for the whole instance).
     """
 
-    __slots__ = ("_grow", "shard_size", "shards", "stats", "url")
+    __slots__ = ("_grow", "_turn", "shard_size", "shards", "stats", "url")
 
     MAX_SHARDS = 8
 
@@ -90,24 +90,27 @@ class Pool(Generic[T]):
         self.shards: list[T] = [make()]
         self.shard_size = shard_size
         self._grow = make
-
-    @property
-    def transport(self) -> T:
-        """The first (often the only) transport."""
-        return self.shards[0]
+        self._turn = 0
 
     def for_load(self, inflight: int, lock: threading.Lock) -> T:
-        """The transport for a request that makes ``inflight`` requests in flight here."""
-        if not self.shard_size:
-            return self.shards[0]
-        index = min((inflight - 1) // self.shard_size, self.MAX_SHARDS - 1)
+        """The transport for a request that makes ``inflight`` requests in flight here.
+
+        There are as many shards as the highest load seen needs (``inflight / shard_size``,
+        rounded up, at most :attr:`MAX_SHARDS`), and requests take them in turn, so each holds
+        about the same share of the connections (picking by load alone lets the first shards'
+        connections pile up as requests end out of order).
+        """
         shards = self.shards
-        if index < len(shards):
-            return shards[index]
-        with lock:
-            while len(self.shards) <= index:
-                self.shards.append(self._grow())
-            return self.shards[index]
+        if not self.shard_size:
+            return shards[0]
+        needed = min(-(-inflight // self.shard_size), self.MAX_SHARDS)
+        if needed > len(shards):
+            with lock:
+                while len(self.shards) < needed:
+                    self.shards.append(self._grow())
+            shards = self.shards
+        self._turn += 1
+        return shards[self._turn % len(shards)]
 
 
 def classify(exc: httpx.TransportError) -> int:
@@ -196,7 +199,6 @@ class TransportBase(Generic[T]):
         metrics: Observer | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._owned_view: Any = None
         if mesh is None:
             from ._view import shared_view
 
@@ -235,7 +237,6 @@ class TransportBase(Generic[T]):
         self._table: RoutingTable | None = None
         self._by_service: tuple[RoutingTable | None, dict[str, tuple[Instance, ...]]] = (None, {})
         self._lock = threading.Lock()
-        self._closed = False
         self.shard_size = SHARD_SIZE
         self._http: dict[str, Any] = {}  # httpx transport arguments (set by the twins)
         self._ssl: Any = None

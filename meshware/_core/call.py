@@ -223,10 +223,6 @@ class Call:
                 engine.observer.panic(self)
         return chosen
 
-    def time_left(self, now: float) -> float | None:
-        """Seconds until the request's deadline (``None``: no deadline)."""
-        return None if self.deadline is None else self.deadline - now
-
     def attempt_timeout(self, now: float) -> float | None:
         """The timeout for an attempt starting ``now``: the per-attempt one, capped by the deadline."""
         timeout = self.attempt_timeout_s

@@ -461,3 +461,27 @@ def test_a_deadline_passing_while_an_attempt_is_prepared_gives_a_positive_timeou
         c.get("/users/1")
     timeouts = inst.seen[0][1].extensions["timeout"]
     assert all(v is not None and v > 0 for v in timeouts.values())
+
+
+def test_an_instances_connections_spread_evenly_over_shards_as_load_grows() -> None:
+    import threading
+    from collections import Counter
+
+    from meshware._core.balance import InstanceStats
+    from meshware._transport_base import Pool
+    from meshware._urls import InstanceURL
+
+    made: list[object] = []
+
+    def make() -> object:
+        made.append(object())
+        return made[-1]
+
+    pool = Pool(InstanceURL("http://10.0.0.1:8000"), make, 4, InstanceStats("users", "u", 0.0))
+    lock = threading.Lock()
+    assert {id(pool.for_load(n, lock)) for n in (1, 2, 3, 4)} == {id(made[0])}  # light: one pool
+    picks = Counter(id(pool.for_load(12, lock)) for _ in range(300))
+    assert len(made) == 3  # 12 in flight: three pools of about 4
+    assert sorted(picks.values()) == [100, 100, 100]  # taken in turn, none piling up
+    pool.for_load(1000, lock)
+    assert len(made) == Pool.MAX_SHARDS

@@ -18,7 +18,6 @@ import pytest
 
 import meshware
 from meshware import InstanceRecord, RoutingTable
-from meshware._core.table import Entry, Reset
 from meshware.edge.nginx import NginxOptions, find_nginx, render
 from meshware.edge.proxy import MeshProxy
 from meshware.edge.public import Rewrite
@@ -90,8 +89,7 @@ def edge_table(upstream: str) -> RoutingTable:
     record = InstanceRecord(
         "users", "u1", upstream, tuple(starlette_routes(upstream_app.app)), routing="ordered"
     )
-    entry = Entry("/meshware/v1/instances/users/u1", record.encode(), 1, 1)
-    return RoutingTable.empty().apply(Reset((entry,), 1))
+    return RoutingTable.from_records([record])
 
 
 @pytest.fixture(scope="session")

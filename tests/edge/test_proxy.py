@@ -10,7 +10,6 @@ import pytest
 
 import meshware
 from meshware import InstanceRecord, RouteSpec, RoutingTable
-from meshware._core.table import Entry, Reset
 from meshware.edge.proxy import MeshProxy, _body, _ClientGone
 
 
@@ -19,9 +18,8 @@ def make_table() -> RoutingTable:
         RouteSpec("/items/{id:int}", ("GET",)),  # private, and more specific
         RouteSpec("/items/{name}", ("GET",), public=True),
     )
-    record = InstanceRecord("items", "i1", "http://10.0.0.1:8000", routes)
-    return RoutingTable.empty().apply(
-        Reset((Entry("/meshware/v1/instances/items/i1", record.encode(), 1, 1),), 1)
+    return RoutingTable.from_records(
+        [InstanceRecord("items", "i1", "http://10.0.0.1:8000", routes)]
     )
 
 

@@ -8,21 +8,19 @@ from pathlib import Path
 import pytest
 
 from meshware import ConfigError, InstanceRecord, RouteSpec, RoutingTable
-from meshware._core.table import Entry, Reset, Upsert
 from meshware.edge.nginx import NginxOptions, Watcher, render
 from meshware.edge.public import Rewrite, public_routes, refuse_target
 
 
-def entry(
-    service: str, url: str, routes: tuple[RouteSpec, ...], *, state: str = "serving", rev: int = 1
-) -> Entry:
-    record = InstanceRecord(service, "i1", url, routes, state=state)  # type: ignore[arg-type]
-    return Entry(f"/meshware/v1/instances/{service}/i1", record.encode(), rev, rev)
+def record(
+    service: str, url: str, routes: tuple[RouteSpec, ...], *, state: str = "serving"
+) -> InstanceRecord:
+    return InstanceRecord(service, "i1", url, routes, state=state)  # type: ignore[arg-type]
 
 
 def table(*routes: RouteSpec, state: str = "serving") -> RoutingTable:
-    return RoutingTable.empty().apply(
-        Reset((entry("users", "http://127.0.0.1:8001", routes, state=state),), 1)
+    return RoutingTable.from_records(
+        [record("users", "http://127.0.0.1:8001", routes, state=state)]
     )
 
 
@@ -36,7 +34,8 @@ def test_only_public_routes_of_serving_instances_are_exposed() -> None:
 
 
 def test_a_route_lost_in_a_conflict_is_not_exposed() -> None:
-    t = table(PUBLIC).apply(Upsert(entry("other", "http://127.0.0.1:9", (PUBLIC,), rev=5), 5))
+    users = record("users", "http://127.0.0.1:8001", (PUBLIC,))
+    t = RoutingTable.from_records([users, record("other", "http://127.0.0.1:9", (PUBLIC,))])
     assert [r.service for r in public_routes(t)] == ["users"]
 
 
@@ -142,18 +141,9 @@ def test_a_rejected_configuration_is_never_installed(tmp_path: Path) -> None:
 
 
 def test_upstream_names_of_different_services_never_collide() -> None:
-    t = RoutingTable.empty().apply(
-        Reset(
-            tuple(
-                entry(
-                    name,
-                    f"http://127.0.0.1:{8001 + k}",
-                    (RouteSpec(f"/{k}", ("GET",), public=True),),
-                )
-                for k, name in enumerate(("a-b", "a.b", "a_b"))
-            ),
-            1,
-        )
+    t = RoutingTable.from_records(
+        record(name, f"http://127.0.0.1:{8001 + k}", (RouteSpec(f"/{k}", ("GET",), public=True),))
+        for k, name in enumerate(("a-b", "a.b", "a_b"))
     )
     text = render(t)
     names = [line.split()[1] for line in text.splitlines() if line.strip().startswith("upstream ")]
@@ -161,12 +151,10 @@ def test_upstream_names_of_different_services_never_collide() -> None:
 
 
 def test_a_route_only_some_instances_declare_goes_only_to_them() -> None:
-    old = entry("users", "http://127.0.0.1:8001", (PUBLIC,))
+    old = record("users", "http://127.0.0.1:8001", (PUBLIC,))
     new_routes = (PUBLIC, RouteSpec("/users/{id:int}/avatar", ("GET",), public=True))
     new = InstanceRecord("users", "i2", "http://127.0.0.1:8002", new_routes)
-    t = RoutingTable.empty().apply(
-        Reset((old, Entry("/meshware/v1/instances/users/i2", new.encode(), 2, 2)), 2)
-    )
+    t = RoutingTable.from_records([old, new])
     text = render(t)
     avatar = text[text.index("/avatar") :]
     upstream = avatar.split("proxy_pass http://", 1)[1].split(";", 1)[0]

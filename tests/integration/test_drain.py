@@ -35,22 +35,23 @@ def test_sigterm_withdraws_first_and_in_flight_requests_complete(
     started = threading.Event()
 
     def call() -> None:
-        with httpx.Client(timeout=10) as http:
-            started.set()
-            result["response"] = http.get(f"http://127.0.0.1:{port}/slow/1.5")
+        with (
+            httpx.Client(timeout=10) as http,
+            http.stream("GET", f"http://127.0.0.1:{port}/slow/1.5") as response,
+        ):
+            started.set()  # the headers came: the server is working on the request
+            result["text"] = response.read().decode()
+            result["status"] = response.status_code
             result["finished"] = time.monotonic()
 
     caller = threading.Thread(target=call)
     caller.start()
-    started.wait(5)
-    time.sleep(0.3)  # let the request reach the server and start its 1.5 s of work
+    assert started.wait(10)
     proc.send_signal(signal.SIGTERM)
     mesh.wait_for(lambda t: not t.instances(service), timeout=5)
     withdrawn = time.monotonic()
     caller.join(10)
-    response = result["response"]
-    assert isinstance(response, httpx.Response)
-    assert (response.status_code, response.text) == (200, "done")
+    assert (result["status"], result["text"]) == (200, "started\ndone")
     finished = result["finished"]
     assert isinstance(finished, float)
     assert withdrawn < finished  # out of the table while it was still serving the request
