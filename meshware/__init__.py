@@ -38,6 +38,7 @@ from ._errors import (
     RetriesExhausted,
     RouteConflictError,
     RoutingError,
+    TableNotLoaded,
     TemplateError,
 )
 from ._markers import exclude, policy, public
@@ -81,6 +82,7 @@ __all__ = [
     "RouteSpec",
     "RoutingError",
     "RoutingTable",
+    "TableNotLoaded",
     "Template",
     "TemplateError",
     "__version__",

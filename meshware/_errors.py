@@ -6,7 +6,8 @@ One root, a shallow tree (the shape httpx uses)::
     ├── ConfigError            (also ValueError)  a setting is missing or wrong
     ├── RoutingError       (also httpx.RequestError)
     │   ├── NoRouteError       (also LookupError) no service publishes the method + path
-    │   └── NoEndpointAvailable (also httpx.ConnectError) a route exists but no live instance serves it
+    │   ├── NoEndpointAvailable (also httpx.ConnectError) a route exists but no live instance serves it
+    │   └── TableNotLoaded                        the routing table was never loaded (etcd unreachable)
     ├── RetriesExhausted   (also httpx.TransportError, and the last attempt's error class)
     ├── DeadlineExceeded   (also httpx.TimeoutException)  the request's total time ran out
     ├── RouteConflictError                        strict mode: this service's routes clash
@@ -28,6 +29,7 @@ on them without reading the source.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -52,12 +54,20 @@ __all__ = [
     "RetriesExhausted",
     "RouteConflictError",
     "RoutingError",
+    "TableNotLoaded",
     "TemplateError",
 ]
 
 
 class MeshError(Exception):
-    """Root of every exception meshware raises on purpose."""
+    """Root of every exception meshware raises on purpose.
+
+    Every meshware error pickles (multiprocessing, task queues): its message and attributes
+    are restored as they were, whatever its ``__init__`` takes.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigError(MeshError, ValueError):
@@ -114,8 +124,33 @@ class NoEndpointAvailable(RoutingError, httpx.ConnectError):
         self.template = template
         msg = f"route {template} of service {service!r} has no serving instance"
         if reason:
-            msg += f" ({reason})"
+            msg += f": {reason}"
         super().__init__(msg)
+
+
+class TableNotLoaded(RoutingError):
+    """The path could not be routed because the routing table was never loaded.
+
+    The registry (etcd) has not answered since this process started (``since``, a wall-clock
+    timestamp; ``cause``, the last error), so the table is empty: this is not a missing route.
+    Once etcd answers, the table loads and requests resolve again by themselves.
+    """
+
+    def __init__(self, method: str, path: str, *, since: float | None, cause: str) -> None:
+        self.method = method
+        self.path = path
+        self.since = since
+        self.cause = cause
+        when = (
+            f"since {time.strftime('%H:%M:%S', time.localtime(since))}"
+            if since is not None
+            else "since this process started"
+        )
+        super().__init__(
+            f"cannot route {method} {path}: the mesh's routing table was never loaded, the "
+            f"registry (etcd) has been unreachable {when}: {cause or 'no answer yet'} "
+            "(check MESHWARE_ETCD_ENDPOINTS and that etcd runs; `meshware doctor` tells)"
+        )
 
 
 class RetriesExhausted(MeshError, httpx.TransportError):
@@ -135,14 +170,39 @@ class RetriesExhausted(MeshError, httpx.TransportError):
     @classmethod
     def like(cls, error: BaseException) -> type[RetriesExhausted]:
         """The subclass that is also ``type(error)`` (cached)."""
-        base = type(error)
+        return cls._like_type(type(error))
+
+    @classmethod
+    def _like_type(cls, base: type[BaseException]) -> type[RetriesExhausted]:
         if not issubclass(base, httpx.TransportError) or issubclass(base, MeshError):
             return cls
         made = _exhausted_types.get(base)
         if made is None:
-            made = type(cls.__name__, (cls, base), {"__module__": cls.__module__})
+            made = type(
+                cls.__name__, (cls, base), {"__module__": cls.__module__, "_like_base": base}
+            )
             _exhausted_types[base] = made
         return made
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        base = type(self).__dict__.get("_like_base")
+        if base is None:
+            return super().__reduce__()
+        # a class made by like() is found again through like(), not by its (shared) name
+        return (_restore_exhausted, (base, self.args, dict(self.__dict__)))
+
+
+def _restore(cls: type[MeshError], args: tuple[Any, ...], state: dict[str, Any]) -> MeshError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _restore_exhausted(
+    base: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> MeshError:
+    return _restore(RetriesExhausted._like_type(base), args, state)
 
 
 _exhausted_types: dict[type[BaseException], type[RetriesExhausted]] = {}

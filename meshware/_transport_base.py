@@ -313,6 +313,11 @@ class TransportBase(Generic[T]):
                     spec = match.route.spec
                 key = instances
         except (NoRouteError, NoEndpointAvailable) as exc:
+            not_loaded = getattr(self.mesh, "not_loaded_error", None)
+            error = not_loaded(method, path) if not_loaded is not None else None
+            if error is not None:  # an empty table because etcd never answered: say so
+                error.request = request
+                raise error from exc
             exc.request = request
             raise
         inherited = current_deadline()

@@ -24,7 +24,7 @@ from typing import Any
 
 from ._core.backoff import full_jitter
 from ._core.table import Resolution, RoutingTable
-from ._errors import EtcdCompacted, MeshError, RegistryUnavailable
+from ._errors import EtcdCompacted, MeshError, NoRouteError, RegistryUnavailable, TableNotLoaded
 from .registry.base import Registry, Watch
 
 __all__ = ["MeshView"]
@@ -62,6 +62,8 @@ class MeshView:
         self.connected = False
         self.last_contact: float | None = None
         self._last_error = ""
+        #: wall-clock time of the first failure of the current outage (None while reachable)
+        self.unreachable_since: float | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -75,6 +77,7 @@ class MeshView:
         except MeshError as exc:
             log.warning("could not load the mesh table at start; empty for now, retrying: %s", exc)
             self._last_error = str(exc)
+            self._unreachable()
         self._thread = threading.Thread(target=self._run, name="meshware-view", daemon=True)
         self._thread.start()
         return self
@@ -91,8 +94,29 @@ class MeshView:
         self._thread = None
 
     def resolve(self, method: str, path: str, *, host: str | None = None) -> Resolution:
-        """Resolve through the current table (see :meth:`RoutingTable.resolve`)."""
-        return self.table.resolve(method, path, host=host)
+        """Resolve through the current table (see :meth:`RoutingTable.resolve`).
+
+        Raises :class:`~meshware.TableNotLoaded` instead of ``NoRouteError`` while the table
+        was never loaded (etcd unreachable since the view started).
+        """
+        try:
+            return self.table.resolve(method, path, host=host)
+        except NoRouteError as exc:
+            error = self.not_loaded_error(method, path)
+            if error is not None:
+                raise error from exc
+            raise
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the registry ever answered (the table reflects the mesh, maybe stale)."""
+        return self.last_contact is not None
+
+    def not_loaded_error(self, method: str, path: str) -> TableNotLoaded | None:
+        """The error naming the cause when the table was never loaded, else ``None``."""
+        if self.last_contact is not None:
+            return None
+        return TableNotLoaded(method, path, since=self.unreachable_since, cause=self._last_error)
 
     def wait_for(
         self, predicate: Callable[[RoutingTable], bool], timeout: float = 5.0
@@ -160,10 +184,20 @@ class MeshView:
 
     def _contact(self) -> None:
         if not self.connected:
-            if self.last_contact is not None:
-                log.info("mesh registry reachable again")
+            since = self.unreachable_since
+            if since is not None:
+                log.info(
+                    "mesh view recovered: the registry answers again after %.1f s unreachable%s",
+                    max(0.0, time.time() - since),
+                    "" if self.last_contact is not None else " (first table loaded now)",
+                )
+            self.unreachable_since = None
             self._set_connected(True)
         self.last_contact = time.monotonic()
+
+    def _unreachable(self) -> None:
+        if self.unreachable_since is None:
+            self.unreachable_since = time.time()
 
     def _set_connected(self, connected: bool) -> None:
         with self._changed:  # wait_for() predicates may look at `connected` too
@@ -202,12 +236,15 @@ class MeshView:
             except RegistryUnavailable as exc:
                 if self.connected:
                     log.warning("mesh registry unreachable, keeping the last-known table: %s", exc)
+                self._last_error = str(exc)
+                self._unreachable()
                 self._set_connected(False)
                 failures += 1
             except MeshError as exc:  # refused credentials, permissions, a broken answer
                 if str(exc) != self._last_error:
                     log.warning("mesh watch failed, keeping the last-known table: %s", exc)
                     self._last_error = str(exc)
+                self._unreachable()
                 self._set_connected(False)
                 failures += 1
             except Exception:  # a bug: say so loudly, but keep serving the last-known table

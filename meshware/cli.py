@@ -162,16 +162,70 @@ def instances(service: str | None, etcd: str | None, prefix: str | None, as_json
     _print_table(rows, ["SERVICE", "URL", "STATE", "PROCESSES", "VERSION", "ZONE"])
 
 
+#: Methods ``meshware resolve`` takes without looking at the table (others: if a route has them).
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+_RESOLVE_EXAMPLE = "e.g. meshware resolve GET /users/42"
+
+
+def _resolve_usage(method: str, path: str | None) -> tuple[str, str]:
+    """``(METHOD, PATH)`` from the arguments, or a usage error saying what is wrong."""
+    if path is None:
+        if method.startswith("/"):
+            raise click.UsageError(
+                f"the HTTP method is missing before the path: meshware resolve METHOD PATH "
+                f"({_RESOLVE_EXAMPLE})"
+            )
+        raise click.UsageError(
+            f"the path is missing: meshware resolve METHOD PATH ({_RESOLVE_EXAMPLE})"
+        )
+    if method.startswith("/") and not path.startswith("/"):
+        raise click.UsageError(
+            f"the method comes first: meshware resolve {path} {method} ({_RESOLVE_EXAMPLE})"
+        )
+    if not path.startswith("/"):
+        raise click.UsageError(f"PATH must start with '/', not {path!r} ({_RESOLVE_EXAMPLE})")
+    return method.upper(), path
+
+
+def _check_method(method: str, table: RoutingTable) -> None:
+    published = {m for route, _ in table.routes() for m in route.methods if m != "*"}
+    if method in HTTP_METHODS or method in published:
+        return
+    raise click.UsageError(
+        f"unknown HTTP method {method!r}: expected one of {', '.join(HTTP_METHODS)}"
+        + (
+            f" (or one a route publishes: {', '.join(sorted(published - set(HTTP_METHODS)))})"
+            if published - set(HTTP_METHODS)
+            else ""
+        )
+    )
+
+
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Converted parameters as JSON values: ints and floats stay numbers (as in Python)."""
+    return {
+        k: v if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+        for k, v in params.items()
+    }
+
+
 @main.command()
-@click.argument("method")
-@click.argument("path")
+@click.argument("method", metavar="METHOD")
+@click.argument("path", metavar="PATH", required=False)
 @click.option("--host", default=None, help="Host header, for routes bound to a host.")
 @_mesh_options
 def resolve(
-    method: str, path: str, host: str | None, etcd: str | None, prefix: str | None, as_json: bool
+    method: str,
+    path: str | None,
+    host: str | None,
+    etcd: str | None,
+    prefix: str | None,
+    as_json: bool,
 ) -> None:
-    """Which service, route and instances would serve METHOD PATH."""
+    """Which service, route and instances would serve METHOD PATH (e.g. GET /users/42)."""
+    method, path = _resolve_usage(method, path)
     table = _load_table(etcd, prefix)
+    _check_method(method, table)
     try:
         found = table.resolve(method, path, host=host)
     except NoRouteError as exc:
@@ -184,7 +238,7 @@ def resolve(
         "service": found.service,
         "template": found.route.template.text,
         "name": found.route.spec.name,
-        "params": {k: str(v) for k, v in found.params.items()},
+        "params": _json_params(found.params),
         "instances": [i.url for i in found.instances],
         "public": found.route.spec.public,
     }
@@ -204,11 +258,22 @@ def dev(port: int, data_dir: str | None) -> None:
     """Run a local etcd for development, until Ctrl-C."""
     from .testing.etcd import EtcdServer
 
-    server = EtcdServer(data_dir, client_port=port)
+    another = f"pick another with --port, e.g. meshware dev --port {port + 1}"
+    if not _port_free(port):
+        click.echo(
+            f"error: port {port} on 127.0.0.1 is already in use (an etcd, or an earlier "
+            f"`meshware dev`, may be running there): {another}",
+            err=True,
+        )
+        sys.exit(3)
+    server = EtcdServer(data_dir, client_port=port, name="meshware-dev")
     try:
         server.start()
     except (OSError, RuntimeError, MeshError) as exc:
-        click.echo(f"error: could not start etcd: {exc}", err=True)
+        text = str(exc) or type(exc).__name__
+        if "could not bind" in text:  # a race with another process: no need for etcd's log
+            text = f"{text.splitlines()[0]}; {another}"
+        click.echo(f"error: could not start etcd: {text}", err=True)
         sys.exit(3)
     click.echo(
         f"etcd {server.endpoint} (pid {server.pid}); export MESHWARE_ETCD_ENDPOINTS={server.endpoint}"
@@ -222,6 +287,19 @@ def dev(port: int, data_dir: str | None) -> None:
         pass
     finally:
         server.stop()
+
+
+def _port_free(port: int) -> bool:
+    """Whether etcd could bind 127.0.0.1:``port`` (it sets SO_REUSEADDR, as this check does)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _rewrites(values: Sequence[str]) -> tuple[Any, ...]:

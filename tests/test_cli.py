@@ -73,8 +73,37 @@ def test_resolve_prints_service_route_params_and_instances(mesh: list[str]) -> N
     code, out = run("resolve", "GET", "/users/42", *mesh)
     assert code == 0
     assert "service:   users" in out
-    assert '{"id": "42"}' in out
+    assert '{"id": 42}' in out  # typed as the Python API gives it: {'id': 42}
     assert "http://127.0.0.1:8001" in out
+
+
+def test_resolve_params_are_typed_as_in_the_python_api(mesh: list[str]) -> None:
+    code, out = run("resolve", "GET", "/users/7", "--json", *mesh)
+    assert code == 0
+    assert json.loads(out)["params"] == {"id": 7}
+
+
+def test_resolve_without_a_method_says_the_method_is_missing(mesh: list[str]) -> None:
+    code, out = run("resolve", "/users/42", *mesh)
+    assert code == 2
+    assert "the HTTP method is missing before the path" in out
+    assert "meshware resolve GET /users/42" in out
+    assert "Missing argument" not in out
+
+
+def test_resolve_with_arguments_swapped_says_which_comes_first(mesh: list[str]) -> None:
+    code, out = run("resolve", "/users/42", "GET", *mesh)
+    assert code == 2
+    assert "the method comes first: meshware resolve GET /users/42" in out
+
+
+def test_resolve_rejects_an_unknown_method_and_lists_the_expected_ones(mesh: list[str]) -> None:
+    code, out = run("resolve", "GTE", "/users/42", *mesh)
+    assert code == 2
+    assert "unknown HTTP method 'GTE'" in out
+    assert "GET, HEAD, POST" in out
+    code, out = run("resolve", "get", "/users/42", *mesh)  # case does not matter
+    assert code == 0
 
 
 def test_resolve_unknown_path_exits_1_with_the_reason(mesh: list[str]) -> None:
@@ -114,11 +143,31 @@ def test_dev_runs_an_etcd_until_sigterm() -> None:
             httpx.post(f"http://127.0.0.1:{port}/v3/kv/range", json={"key": "eA=="}).status_code
             == 200
         )
+        members = httpx.post(f"http://127.0.0.1:{port}/v3/cluster/member/list").json()
+        assert members["members"][0]["name"].startswith("meshware-dev-")  # not meshware-test
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"http://127.0.0.1:{port}/v3/kv/range", json={"key": "eA=="})
+
+
+def test_dev_on_a_busy_port_says_so_in_one_line_and_suggests_another() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "meshware.cli", "dev", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # no etcd JSON log lines
+    assert f"port {port} on 127.0.0.1 is already in use" in lines[0]
+    assert f"--port {port + 1}" in lines[0]
 
 
 def test_edge_nginx_prints_a_checked_configuration_of_the_public_routes(

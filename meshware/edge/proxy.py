@@ -22,7 +22,13 @@ import httpx
 from .._core.records import ANY_METHOD
 from .._core.table import Resolution, RoutingTable
 from .._deadline import DEADLINE_HEADER, enter_from_header, leave
-from .._errors import DeadlineExceeded, MeshError, NoEndpointAvailable, NoRouteError
+from .._errors import (
+    DeadlineExceeded,
+    MeshError,
+    NoEndpointAvailable,
+    NoRouteError,
+    TableNotLoaded,
+)
 from .public import PublicRoute, Rewrite, public_routes, refuse_target
 
 __all__ = ["MeshProxy"]
@@ -174,6 +180,11 @@ class MeshProxy:
             return
         except NoEndpointAvailable as exc:
             await _answer(send, 503, f"no instance available: {exc}")
+            return
+        except TableNotLoaded:
+            await _answer(
+                send, 503, "the mesh's routing table is not loaded yet (etcd unreachable)"
+            )
             return
         except DeadlineExceeded:
             await _answer(send, 504, "deadline exceeded")

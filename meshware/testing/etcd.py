@@ -190,6 +190,7 @@ class EtcdServer:
         trusted_ca_file: str | None = None,
         client_cert_auth: bool = False,
         startup_timeout: float = _STARTUP_TIMEOUT,
+        name: str = "meshware-test",
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("EtcdServer: give both cert_file and key_file, or neither")
@@ -208,7 +209,7 @@ class EtcdServer:
         self._trusted_ca_file = trusted_ca_file
         self._client_cert_auth = client_cert_auth
         self._startup_timeout = startup_timeout
-        self.name = f"meshware-test-{uuid.uuid4().hex[:12]}"
+        self.name = f"{name}-{uuid.uuid4().hex[:12]}"
         """The etcd member name (random, so the readiness probe knows its own member)."""
         self.member_id: int | None = None
         """etcd's id of the member, once started."""

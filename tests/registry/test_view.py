@@ -119,3 +119,64 @@ def test_while_etcd_is_down_the_view_stays_disconnected_and_warns_once(
     assert stale > 1.0
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1
+
+
+# --------------------------------------------------------------------------- never loaded
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_table_never_loaded_names_its_cause_instead_of_a_missing_route() -> None:
+    import time
+
+    import meshware
+
+    view = meshware.connect(etcd_endpoints=f"http://127.0.0.1:{_closed_port()}", prefix=PREFIX)
+    try:
+        assert not view.loaded
+        with meshware.Client(mesh=view) as client, pytest.raises(meshware.TableNotLoaded) as info:
+            client.get("/users/1")
+        error = info.value
+        assert isinstance(error, meshware.MeshError)
+        assert not isinstance(error, meshware.NoRouteError)
+        text = str(error)
+        assert "GET /users/1" in text
+        assert "never loaded" in text
+        assert time.strftime("%H:", time.localtime(error.since)) in text  # since HH:MM:SS
+        assert error.cause
+        assert error.cause in text
+        assert "MESHWARE_ETCD_ENDPOINTS" in text
+        assert error.request.url.path == "/users/1"
+        with pytest.raises(meshware.TableNotLoaded):
+            view.resolve("GET", "/users/1")
+    finally:
+        view.stop()
+
+
+def test_once_loaded_an_unknown_path_is_a_missing_route_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import meshware
+
+    registry = MemoryRegistry()
+    registry.outage()
+    with caplog.at_level(logging.INFO, "meshware.view"), MeshView(registry, PREFIX) as view:
+        with pytest.raises(meshware.TableNotLoaded):
+            view.resolve("GET", "/x")
+        registry.outage(False)
+        put(registry, record("a"))
+        view.wait_for(lambda t: "a" in t.services, timeout=5)
+        assert view.loaded
+        with pytest.raises(meshware.NoRouteError) as info:
+            view.resolve("GET", "/nope")
+        assert not isinstance(info.value, meshware.TableNotLoaded)
+    recovered = [r for r in caplog.records if "recovered" in r.getMessage()]
+    assert len(recovered) == 1, caplog.text  # one INFO line, saying the first table loaded now
+    assert recovered[0].levelno == logging.INFO
+    assert "first table loaded" in recovered[0].getMessage()
