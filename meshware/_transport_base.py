@@ -17,6 +17,7 @@ plain httpx transport untouched.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -228,7 +229,12 @@ class TransportBase(Generic[T]):
             bind = getattr(metrics, "bind", None)
             if bind is not None:
                 bind(self.mesh)
-        self.engine = Engine(self.policy, rng=rng or random.Random(), observer=chosen)
+        zone = self.policy.zone
+        if zone is None:
+            zone = os.environ.get("MESHWARE_ZONE", "").strip()
+        self.engine = Engine(
+            self.policy, rng=rng or random.Random(), observer=chosen, zone=zone or None
+        )
         self.clock = clock or time.monotonic
         self._wall = wall_clock
         self._factory = transport_factory

@@ -22,11 +22,11 @@ Nothing here blocks, sleeps, reads a clock or touches a socket.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from .backoff import full_jitter
-from .balance import InstanceStats, pick_p2c, pick_round_robin
+from .balance import Group, InstanceStats, pick_first, pick_p2c, pick_round_robin
 from .policy import IDEMPOTENT_METHODS, ClientPolicy, Overrides
 from .records import RouteSpec
 from .retry import OUTCOME_NAMES, RESPONSE, UNSENT, Attempt, RetryBudget
@@ -61,15 +61,21 @@ class Engine:
     """Client-wide policy state shared by every request of one client (sync or async)."""
 
     def __init__(
-        self, policy: ClientPolicy, *, rng: random.Random, observer: Observer | None = None
+        self,
+        policy: ClientPolicy,
+        *,
+        rng: random.Random,
+        observer: Observer | None = None,
+        zone: str | None = None,
     ) -> None:
         self.policy = policy
         self.rng = rng
         self.observer = observer
+        self.zone = zone  # the caller's zone: zone-aware balancing when set
         self.stats: dict[str, InstanceStats] = {}
         self._budgets: dict[str, RetryBudget] = {}
         self._rr: dict[str, int] = {}
-        self._lists: dict[int, tuple[Endpoints | tuple[Instance, ...], list[InstanceStats]]] = {}
+        self._lists: dict[int, tuple[Endpoints | tuple[Instance, ...], Any, Group]] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -86,20 +92,28 @@ class Engine:
         return gone
 
     def stats_list(
-        self, key: Endpoints | tuple[Instance, ...], instances: Sequence[Instance], now: float
-    ) -> list[InstanceStats]:
-        """The stats of ``instances`` (cached per ``key``, an object that lives as long as the table)."""
+        self,
+        key: Endpoints | tuple[Instance, ...],
+        instances: Sequence[Instance],
+        now: float,
+        weight_of: Callable[[Instance], int] | None = None,
+    ) -> Group:
+        """The stats of ``instances`` as a :class:`Group` (cached per ``key``, an object that
+        lives as long as the table, and ``weight_of``, the operator's weight overrides)."""
         cached = self._lists.get(id(key))
-        if cached is not None and cached[0] is key:
-            return cached[1]
+        if cached is not None and cached[0] is key and cached[1] is weight_of:
+            return cached[2]
         out = []
         for inst in instances:
             s = self.stats.get(inst.url)
             if s is None:
                 s = self.stats[inst.url] = InstanceStats(inst.service, inst.url, now)
+            s.weight = inst.weight if weight_of is None else weight_of(inst)
+            s.zone = inst.zone
             out.append(s)
-        self._lists[id(key)] = (key, out)
-        return out
+        group = Group.build(out, self.zone)
+        self._lists[id(key)] = (key, weight_of, group)
+        return group
 
     def budget(self, service: str) -> RetryBudget:
         """The retry budget of ``service``."""
@@ -116,7 +130,7 @@ class Engine:
         method: str,
         service: str,
         target: str,
-        stats: list[InstanceStats],
+        stats: Sequence[InstanceStats],
         spec: RouteSpec | None,
         overrides: Overrides,
         now: float,
@@ -158,7 +172,7 @@ class Call:
         method: str,
         service: str,
         target: str,
-        stats: list[InstanceStats],
+        stats: Sequence[InstanceStats],
         spec: RouteSpec | None,
         overrides: Overrides,
         now: float,
@@ -170,7 +184,7 @@ class Call:
         self.method = method
         self.service = service
         self.target = target  # "GET /users/42", for messages
-        self.stats = stats
+        self.stats = stats if isinstance(stats, Group) else Group.build(stats, engine.zone)
         self.started_at = now
         self.attempts: list[Attempt] = []
         self.tried: list[InstanceStats] = []
@@ -212,11 +226,15 @@ class Call:
         engine = self.engine
         policy = engine.policy
         if policy.balancer == "p2c":
-            chosen, panic = pick_p2c(self.stats, self.tried, now, engine.rng, policy)
+            if self.tried:
+                chosen, panic = pick_p2c(self.stats, self.tried, now, engine.rng, policy)
+            else:
+                chosen, panic = pick_first(self.stats, now, engine.rng, policy)
         else:
             counter = engine._rr.get(self.service, 0)
             engine._rr[self.service] = counter + 1
-            chosen, panic = pick_round_robin(self.stats, self.tried, now, counter, policy)
+            pool = self.stats if self.tried else self.stats.pickable
+            chosen, panic = pick_round_robin(pool, self.tried, now, counter, policy)
         if panic and not self.panic:
             self.panic = True
             if engine.observer is not None:

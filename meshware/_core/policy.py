@@ -85,6 +85,9 @@ class ClientPolicy:
 
     Request bodies are replayed on a retry only when they are in memory or, with a known length of
     at most ``max_replay_bytes``, can be read into memory first.
+
+    Zones: ``zone`` is the caller's zone for zone-aware balancing (prefer healthy instances of
+    that zone, spill over when it is short); ``None`` reads ``MESHWARE_ZONE``, ``""`` turns it off.
     """
 
     retries: int = 2
@@ -107,6 +110,7 @@ class ClientPolicy:
     eject_max: float = 60.0
     eject_jitter: float = 0.25
     max_replay_bytes: int = 1 << 20
+    zone: str | None = None
 
     def __post_init__(self) -> None:
         _count("retries", self.retries)
@@ -142,6 +146,11 @@ class ClientPolicy:
                 f"eject_jitter must be in [0, 1), not {self.eject_jitter!r}", setting="eject_jitter"
             )
         _count("max_replay_bytes", self.max_replay_bytes)
+        if self.zone is not None and (not isinstance(self.zone, str) or len(self.zone) > 200):
+            raise ConfigError(
+                f"zone must be a string of at most 200 characters or None, not {self.zone!r}",
+                setting="zone",
+            )
 
 
 def _statuses(values: Iterable[object]) -> Iterable[int]:

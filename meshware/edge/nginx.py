@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._core.records import ANY_METHOD
-from .._core.table import RoutingTable
+from .._core.table import Instance, RoutingTable
 from .._errors import ConfigError
 from .public import PublicRoute, Rewrite, public_routes
 
@@ -100,8 +100,17 @@ class NginxOptions:
 _SIZE = re.compile(r"[0-9]+[kKmMgG]?")
 
 
-def render(table: RoutingTable, options: NginxOptions | None = None) -> str:
-    """The nginx configuration exposing ``table``'s public routes (see the module docstring)."""
+def render(
+    table: RoutingTable,
+    options: NginxOptions | None = None,
+    *,
+    weight_of: Callable[[Instance], int] | None = None,
+) -> str:
+    """The nginx configuration exposing ``table``'s public routes (see the module docstring).
+
+    ``weight_of`` gives an instance's effective weight (the operator's overrides); by default
+    the weight its record publishes.
+    """
     o = options or NginxOptions()
     routes = public_routes(table, o.rewrites)
     services = sorted({r.service for r in routes})
@@ -119,16 +128,17 @@ def render(table: RoutingTable, options: NginxOptions | None = None) -> str:
         if r.instances not in sets:
             sets.append(r.instances)
     names: dict[tuple[str, tuple[str, ...]], str] = {}
+    weights = {i.url: weight_of(i) if weight_of else i.weight for i in table.instances()}
     for service in services:
         sets = sorted(groups[service])
         for k, urls in enumerate(sets):
             name = _upstream(service) + (f"_{k}" if len(sets) > 1 else "")
-            servers = [hp for hp in map(_hostport, urls) if hp is not None]
+            servers = [(hp, u) for u in urls if (hp := _hostport(u)) is not None]
             if not servers:  # no usable address: its routes stay 404
                 continue
             names[(service, urls)] = name
             body.append(f"upstream {name} {{")
-            body += [f"    server {hp} max_fails=0;" for hp in servers]
+            body += [f"    server {hp}{w} max_fails=0;" for hp, w in _weighted(servers, weights)]
             body.append(f"    keepalive {o.keepalive};")
             body.append("}")
             body.append("")
@@ -239,6 +249,17 @@ def _nginx_regex(pattern: str) -> str:
 
 def _escape(text: str) -> str:
     return re.escape(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _weighted(servers: list[tuple[str, str]], weights: dict[str, int]) -> list[tuple[str, str]]:
+    """`` weight=N`` per server as the mesh balances (nothing when all weights are equal);
+    weight 0 is ``down`` (no new requests) unless every instance has weight 0, as in the client."""
+    ws = [weights.get(u, 100) for _, u in servers]
+    if len(set(ws)) <= 1:
+        return [(hp, "") for hp, _ in servers]
+    return [
+        (hp, f" weight={w}" if w > 0 else " down") for (hp, _), w in zip(servers, ws, strict=True)
+    ]
 
 
 def _upstream(service: str) -> str:

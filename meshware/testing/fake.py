@@ -238,11 +238,12 @@ class FakeMesh:
         replicas: int = 1,
         version: str | None = None,
         zone: str | None = None,
+        weight: int = 100,
     ) -> list[str]:
         """Serve ``app`` (Flask, Starlette or FastAPI) as ``replicas`` instances of ``service``.
 
         Its routes are read as the framework integrations read them; ASGI lifespans run now.
-        Returns the instances' URLs.
+        ``zone`` and ``weight`` are published in their records. Returns the instances' URLs.
         """
         kind, routes, routing, framework = _introspect(app)  # first: disables its registration
         validate_service_name(service)
@@ -263,6 +264,7 @@ class FakeMesh:
                 routing=routing,
                 version=version,
                 zone=zone,
+                weight=weight,
                 framework=framework,
             )
             replica = _Replica(
