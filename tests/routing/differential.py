@@ -368,7 +368,10 @@ def build_asgi(data: dict[str, Any]) -> Any:
     counter = iter(range(1, 1_000_000))
 
     def rid(node: dict[str, Any]) -> str:
-        return f"r{next(counter)}_{node.get('name') or node.get('type')}"
+        name = node.get("name") or node["type"]
+        if node["type"] == "static":  # Answer.shadow recognises it by this
+            name = "static_" + name
+        return f"r{next(counter)}_{name}"
 
     def starlette_nodes(nodes: list[dict[str, Any]]) -> list[Any]:
         out: list[Any] = []
@@ -388,6 +391,8 @@ def build_asgi(data: dict[str, Any]) -> Any:
                 route_id = rid(node)
                 node["_id"] = route_id
                 out.append(Mount(node["path"], app=Static(route_id), name=route_id))
+            elif kind == "mount" and "app" in node:  # a whole app mounted (its own docs, config)
+                out.append(Mount(node["path"], app=make_app(node["app"]), name=node.get("name")))
             elif kind == "mount":
                 out.append(
                     Mount(
@@ -433,19 +438,25 @@ def build_asgi(data: dict[str, Any]) -> Any:
             else:
                 raise ValueError(f"unknown node type {kind!r}")
 
-    config = data.get("config", {})
-    if data["framework"] == "fastapi":
-        docs = config.get("docs", True)
-        urls = {key: config.get(key, default) if docs else None for key, default in DOCS}
-        app = FastAPI(
-            openapi_url=urls["openapi_url"],
-            docs_url=urls["docs_url"],
-            redoc_url=urls["redoc_url"],
-            redirect_slashes=config.get("redirect_slashes", True),
-        )
-        fastapi_into(app.router, data["routes"])
-        return app
-    return Starlette(routes=starlette_nodes(data["routes"]))
+    def make_app(spec: dict[str, Any]) -> Any:
+        config = spec.get("config", {})
+        if spec["framework"] == "fastapi":
+            docs = config.get("docs", True)
+            if config.get("root_path"):  # deprecated in FastAPI, still what the app does
+                warnings.filterwarnings("ignore", "The `root_path` parameter is deprecated")
+            urls = {key: config.get(key, default) if docs else None for key, default in DOCS}
+            app = FastAPI(
+                openapi_url=urls["openapi_url"],
+                docs_url=urls["docs_url"],
+                redoc_url=urls["redoc_url"],
+                redirect_slashes=config.get("redirect_slashes", True),
+                root_path=config.get("root_path", ""),
+            )
+            fastapi_into(app.router, spec["routes"])
+            return app
+        return Starlette(routes=starlette_nodes(spec["routes"]))
+
+    return make_app(data)
 
 
 def _prefixed(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -523,7 +534,7 @@ async def asgi_answer(app: Any, probe: Probe) -> Answer:
 def _answer_from_body(text: str) -> Answer:
     route, params = text[len(MARK) :].split("\n", 1)
     values = tuple((str(k), str(v)) for k, v in json.loads(params))
-    return Answer("route", route, values, shadow="_static" in route)
+    return Answer("route", route, values, shadow=route.split("_", 1)[-1].startswith("static_"))
 
 
 # --------------------------------------------------------------------------- introspection
@@ -638,6 +649,8 @@ CANDIDATES = (
 # Values of the wrong kind for most converters.
 WRONG = ("abc", "-1", "1.5", "3", "x.y", "ns/repo", UUID, "ABC-123", "0x1f")
 NON_ASCII = ("ünï", "日本")
+# Probes per app at most (sampled): FastAPI's own dispatch costs ~2 ms a request at 300 routes.
+MAX_PROBES = 3000
 EXTRA_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
 
@@ -803,24 +816,37 @@ def asgi_route_infos(data: dict[str, Any]) -> list[RouteInfo]:
                 )
             elif kind == "static":
                 out.append(
-                    RouteInfo(pieces_of(prefix + node["path"] + "/app.js"), ("GET",), host=host)
+                    RouteInfo(
+                        pieces_of(prefix + node["path"].rstrip("/") + "/app.js"),
+                        ("GET",),
+                        host=host,
+                    )
                 )
+            elif kind == "mount" and "app" in node:
+                walk(node["app"]["routes"], prefix + node["path"].rstrip("/"), host)
+                docs(node["app"], prefix + node["path"].rstrip("/"))
             elif kind == "mount":
-                walk(node["routes"], prefix + node["path"], host)
+                walk(node["routes"], prefix + node["path"].rstrip("/"), host)
             elif kind == "router":
                 walk(node["routes"], prefix + node.get("prefix", ""), host)
             elif kind == "host":
                 walk(node["routes"], prefix, host_example(node["host"]))
 
+    def docs(spec: dict[str, Any], prefix: str) -> None:
+        config = spec.get("config", {})
+        if spec["framework"] == "fastapi" and config.get("docs", True):
+            for key, default in DOCS:
+                if config.get(key, default):
+                    out.append(RouteInfo([prefix + config.get(key, default)], ("GET",)))
+
     walk(data["routes"], "", None)
-    config = data.get("config", {})
-    if data["framework"] == "fastapi" and config.get("docs", True):
-        for key, default in DOCS:
-            out.append(RouteInfo([config.get(key, default)], ("GET",)))
+    docs(data, "")
     return out
 
 
-def probes_for(routes: list[RouteInfo], random_count: int = 400, seed: int = 10) -> list[Probe]:
+def probes_for(
+    routes: list[RouteInfo], random_count: int = 400, seed: int = 10, cap: int = MAX_PROBES
+) -> list[Probe]:
     seen: set[tuple[str, str, str | None, bool]] = set()
     out: list[Probe] = []
     for probe in [p for r in routes for p in route_probes(r)] + list(
@@ -830,6 +856,12 @@ def probes_for(routes: list[RouteInfo], random_count: int = 400, seed: int = 10)
         if key not in seen and probe.path.startswith("/"):
             seen.add(key)
             out.append(probe)
+    if len(out) > cap:  # a deterministic sample; every rule keeps its valid probes
+        keep = [p for p in out if p.origin == "valid"]
+        rest = [p for p in out if p.origin != "valid"]
+        rest = random.Random(seed).sample(rest, max(0, cap - len(keep)))
+        chosen = {id(p) for p in keep + rest}
+        out = [p for p in out if id(p) in chosen]
     return out
 
 
@@ -850,7 +882,10 @@ def rule_count(data: dict[str, Any]) -> int:
         return len(data.get("rules", [])) + sum(len(b["rules"]) for b in data.get("blueprints", []))
 
     def count(nodes: list[dict[str, Any]]) -> int:
-        return sum(count(n["routes"]) if "routes" in n else 1 for n in nodes)
+        return sum(
+            count(n["routes"]) if "routes" in n else count(n["app"]["routes"]) if "app" in n else 1
+            for n in nodes
+        )
 
     return count(data["routes"])
 

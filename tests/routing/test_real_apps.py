@@ -19,7 +19,7 @@ from . import differential as diff
 PROJECTS = diff.projects()
 FLASK_PROJECTS = [p for p in PROJECTS if diff.load(p)["framework"] == "flask"]
 REDESIGN = "issue 10: matcher redesign in progress"
-MIN_APPS = 1  # per framework family; the issue asks for 3 each (more tables are being added)
+MIN_APPS = 2  # per framework family; the issue asks for 3 each (more tables are being added)
 
 
 @cache
