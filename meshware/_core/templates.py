@@ -45,6 +45,7 @@ from functools import lru_cache
 from typing import Any
 
 from .._errors import TemplateError
+from .regex import MatchLike, SafePattern, compile_fullmatch, compile_pattern, regex_problem
 
 __all__ = [
     "CONVERTERS",
@@ -129,13 +130,14 @@ class SegmentMatcher:
     ``key`` is the segment's shape; ``rank`` its precedence.
     """
 
-    __slots__ = ("fullmatch", "key", "params", "rank")
+    __slots__ = ("fullmatch", "key", "params", "pattern", "rank")
 
     def __init__(self, key: str, rank: int, params: tuple[Param, ...], regex: str) -> None:
         self.key = key
         self.rank = rank
         self.params = params
-        self.fullmatch: Callable[[str], re.Match[str] | None] = re.compile(regex).fullmatch
+        self.pattern = regex
+        self.fullmatch: Callable[[str], MatchLike | None] = compile_fullmatch(regex)
 
     def match(self, seg: str) -> tuple[Any, ...] | None:
         m = self.fullmatch(seg)
@@ -168,9 +170,9 @@ class Template:
     host: bool = False
 
     @property
-    def regex(self) -> re.Pattern[str]:
+    def regex(self) -> SafePattern:
         """The whole template as a compiled regex (Starlette's way of matching a route)."""
-        return _compile(self.pattern, re.IGNORECASE if self.host else 0)
+        return compile_pattern(self.pattern, re.IGNORECASE if self.host else 0)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -259,18 +261,9 @@ def _parse_param(body: str, text: str) -> Param:
     if not sep:
         return Param(name, "str", CONVERTERS["str"].regex)
     if rest.startswith("re:"):
-        regex = rest[3:]
-        try:
-            compiled = re.compile(regex)
-        except re.error as exc:
-            raise TemplateError(f"bad regex for {name!r} in template {text!r}: {exc}") from None
-        if compiled.groups:
-            # Keep the published text, match with the groups made non-capturing.
-            regex = _noncapturing(regex)
-        if compiled.fullmatch("/") is not None or "/" in regex:
-            raise TemplateError(
-                f"regex parameter {name!r} in template {text!r} may match '/': use a path parameter"
-            )
+        problem = regex_problem(rest[3:])  # untrusted: see meshware/_core/regex.py
+        if problem is not None:
+            raise TemplateError(f"regex parameter {name!r} in template {text!r}: {problem}")
         return Param(name, "re", rest[3:])
     conv = CONVERTERS.get(rest.strip())
     if conv is None:
@@ -378,7 +371,3 @@ def parse_template(text: str, *, host: bool = False) -> Template:
             )
     return Template(text, tuple(segments), params, shape, full_regex)
 
-
-@lru_cache(maxsize=4096)
-def _compile(pattern: str, flags: int) -> re.Pattern[str]:
-    return re.compile(pattern, flags)
