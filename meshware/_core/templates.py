@@ -370,4 +370,3 @@ def parse_template(text: str, *, host: bool = False) -> Template:
                 f"template {text!r}: a path parameter must be a whole segment of its own"
             )
     return Template(text, tuple(segments), params, shape, full_regex)
-
