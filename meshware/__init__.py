@@ -40,6 +40,7 @@ from ._errors import (
     RoutingError,
     TableNotLoaded,
     TemplateError,
+    Throttled,
 )
 from ._markers import exclude, policy, public
 from ._transport import MeshTransport
@@ -85,6 +86,7 @@ __all__ = [
     "TableNotLoaded",
     "Template",
     "TemplateError",
+    "Throttled",
     "__version__",
     "connect",
     "deadline",

@@ -177,7 +177,9 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             status = response.status_code
             end = clock()
             retry_after = (
-                self._retry_after(response) if status in self.policy.retry_statuses else None
+                self._retry_after(response)
+                if status == 429 or status in self.policy.retry_statuses
+                else None
             )
             delay = call.finish(stats, RESPONSE, end, now, status=status, retry_after=retry_after)
             if delay is None:

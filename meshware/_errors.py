@@ -10,6 +10,7 @@ One root, a shallow tree (the shape httpx uses)::
     │   └── TableNotLoaded                        the routing table was never loaded (etcd unreachable)
     ├── RetriesExhausted   (also httpx.TransportError, and the last attempt's error class)
     ├── DeadlineExceeded   (also httpx.TimeoutException)  the request's total time ran out
+    ├── Throttled          (also httpx.TransportError) refused locally: the service is shedding load
     ├── RouteConflictError                        strict mode: this service's routes clash
     ├── TemplateError          (also ValueError)  a route template cannot be parsed
     └── RegistryError
@@ -56,6 +57,7 @@ __all__ = [
     "RoutingError",
     "TableNotLoaded",
     "TemplateError",
+    "Throttled",
 ]
 
 
@@ -217,6 +219,19 @@ class DeadlineExceeded(MeshError, httpx.TimeoutException):
     def __init__(self, message: str, *, attempts: Sequence[Any] = ()) -> None:
         httpx.TimeoutException.__init__(self, message)
         self.attempts = tuple(attempts)
+
+
+class Throttled(MeshError, httpx.TransportError):
+    """The client refused a request itself, without sending it: the service has been answering
+    most recent requests with ``429``/``503`` (client-side adaptive throttling, see the README's
+    "Traffic control"). ``service`` is the service; ``probability`` the refusal rate at the time.
+    Back off, or serve a degraded answer: retrying at once only gets refused again.
+    """
+
+    def __init__(self, message: str, *, service: str = "", probability: float = 0.0) -> None:
+        httpx.TransportError.__init__(self, message)
+        self.service = service
+        self.probability = probability
 
 
 class RouteConflictError(MeshError):

@@ -176,7 +176,9 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
             status = response.status_code
             end = clock()
             retry_after = (
-                self._retry_after(response) if status in self.policy.retry_statuses else None
+                self._retry_after(response)
+                if status == 429 or status in self.policy.retry_statuses
+                else None
             )
             with lock:
                 delay = call.finish(

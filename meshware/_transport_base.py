@@ -40,6 +40,7 @@ from ._errors import (
     NoEndpointAvailable,
     NoRouteError,
     RetriesExhausted,
+    Throttled,
 )
 from ._observe import Fanout, LogObserver
 from ._urls import InstanceURL
@@ -330,9 +331,20 @@ class TransportBase(Generic[T]):
         deadline = None if inherited is None else now + (inherited - time.monotonic())
         with self._lock:  # the stats cache and the retry budget are shared by threads
             stats = self.engine.stats_list(key, instances, now)
-            return self.engine.call(
+            call = self.engine.call(
                 method, service, f"{method} {path}", stats, spec, overrides, now, deadline
             )
+            admitted = call.admit(now)
+        if not admitted:
+            t = call.throttle
+            err = Throttled(
+                f"{method} {path}: not sent, {call.reason} (client-side throttling)",
+                service=service,
+                probability=t.probability(now) if t is not None else 0.0,
+            )
+            err.request = request
+            raise err
+        return call
 
     def _service_instances(self, table: RoutingTable, service: str) -> tuple[Instance, ...]:
         cache = self._by_service

@@ -21,6 +21,7 @@ from meshware._errors import (
     NoRouteError,
     RetriesExhausted,
     TableNotLoaded,
+    Throttled,
 )
 
 ATTEMPT = Attempt("http://10.0.0.5:8001", "failed", None, "ReadError: reset", 12.0, 0.01)
@@ -38,6 +39,7 @@ ERRORS = [
     EtcdAuthError("denied", code=7),
     EtcdCompacted("compacted", compact_revision=42),
     TableNotLoaded("GET", "/users/1", since=1_800_000_000.0, cause="connection refused"),
+    Throttled("GET /users/1: not sent", service="users", probability=0.9),
 ]
 
 

@@ -31,6 +31,7 @@ from .policy import IDEMPOTENT_METHODS, ClientPolicy, Overrides
 from .records import RouteSpec
 from .retry import OUTCOME_NAMES, RESPONSE, UNSENT, Attempt, RetryBudget
 from .table import Endpoints, Instance
+from .throttle import OVERLOAD_STATUSES, AdaptiveThrottle
 
 __all__ = ["Call", "Engine", "Observer"]
 
@@ -74,6 +75,7 @@ class Engine:
         self.zone = zone  # the caller's zone: zone-aware balancing when set
         self.stats: dict[str, InstanceStats] = {}
         self._budgets: dict[str, RetryBudget] = {}
+        self._throttles: dict[str, AdaptiveThrottle] = {}
         self._rr: dict[str, int] = {}
         self._lists: dict[int, tuple[Endpoints | tuple[Instance, ...], Any, Group]] = {}
 
@@ -125,6 +127,16 @@ class Engine:
             )
         return b
 
+    def throttle(self, service: str) -> AdaptiveThrottle | None:
+        """The adaptive throttle of ``service`` (None when the policy turns throttling off)."""
+        t = self._throttles.get(service)
+        if t is None:
+            p = self.policy
+            if not p.throttle_k:
+                return None
+            t = self._throttles[service] = AdaptiveThrottle(p.throttle_k, p.throttle_window)
+        return t
+
     def call(
         self,
         method: str,
@@ -163,6 +175,7 @@ class Call:
         "started_at",
         "stats",
         "target",
+        "throttle",
         "tried",
     )
 
@@ -218,6 +231,22 @@ class Call:
         self.deadline = deadline
         self.budget = engine.budget(service)
         self.budget.deposit(now)
+        self.throttle = engine.throttle(service)
+
+    def admit(self, now: float) -> bool:
+        """May the first attempt go? False when the client throttles itself (the service keeps
+        answering 429/503): the caller fails fast with :class:`~meshware.Throttled`."""
+        t = self.throttle
+        if t is None or t.admit(now, self.engine.rng):
+            return True
+        self.reason = (
+            f"service {self.service!r} answered most recent requests 429/503: this client "
+            f"refuses {t.probability(now):.0%} of its requests to it locally for now"
+        )
+        observer = self.engine.observer
+        if observer is not None:
+            observer.gave_up(self, self.reason)
+        return False
 
     # ------------------------------------------------------------------ driving
 
@@ -281,23 +310,33 @@ class Call:
         if observer is not None:
             observer.attempt(self, attempt)
 
-        if outcome == RESPONSE and status not in policy.retry_statuses:
-            stats.observe(duration, now, policy.decay)
-            if stats.succeeded(now) and observer is not None:
-                observer.restored(stats)
-            return None
+        throttle = self.throttle
+        if outcome == RESPONSE:
+            if throttle is not None:
+                throttle.record(now, status not in OVERLOAD_STATUSES)
+            if status not in policy.retry_statuses:
+                stats.observe(duration, now, policy.decay)
+                if stats.succeeded(now) and observer is not None:
+                    observer.restored(stats)
+                if status != 429:
+                    return None
+                # 429: the service asks this caller to slow down; the instance is fine. Never
+                # retried at once, elsewhere or not: only after its Retry-After, if any.
+                if retry_after is None:
+                    return self._stop("429 Too Many Requests without Retry-After")
 
-        # a failure: count it against the instance, then see whether a retry may fix it
-        if outcome != UNSENT:
-            stats.observe(duration, now, policy.decay)
-        ejected = stats.failed(now, policy, engine.rng)
-        if ejected is not None and observer is not None:
-            observer.ejected(
-                stats,
-                ejected,
-                f"{stats.consecutive_failures} consecutive failures, the last: "
-                f"{attempt.status if attempt.status is not None else attempt.error}",
-            )
+        if status != 429:
+            # a failure: count it against the instance, then see whether a retry may fix it
+            if outcome != UNSENT:
+                stats.observe(duration, now, policy.decay)
+            ejected = stats.failed(now, policy, engine.rng)
+            if ejected is not None and observer is not None:
+                observer.ejected(
+                    stats,
+                    ejected,
+                    f"{stats.consecutive_failures} consecutive failures, the last: "
+                    f"{attempt.status if attempt.status is not None else attempt.error}",
+                )
 
         if outcome != UNSENT and not self.idempotent:
             return self._stop(f"{self.method} is not idempotent and the request reached the server")
@@ -324,6 +363,11 @@ class Call:
             delay = max(delay, retry_after)
         if self.deadline is not None and self.deadline - now - delay < policy.min_retry_window:
             return self._stop("too little time left before the deadline for another attempt")
+        if throttle is not None and not throttle.admit(now + delay, engine.rng):
+            return self._stop(
+                f"service {self.service!r} answered most recent requests 429/503: this client "
+                "throttles its requests to it"
+            )
         if not self.budget.try_withdraw(now):
             if observer is not None:
                 observer.budget_exhausted(self)

@@ -86,6 +86,13 @@ class ClientPolicy:
     Request bodies are replayed on a retry only when they are in memory or, with a known length of
     at most ``max_replay_bytes``, can be read into memory first.
 
+    Overload: ``429`` is never retried at once (only after its ``Retry-After``, within the
+    deadline), and does not count against the instance's health. When a service keeps answering
+    ``429``/``503``, the client refuses its own requests to it with probability
+    ``max(0, (requests - throttle_k * accepts) / (requests + 1))`` over the last
+    ``throttle_window`` seconds (the SRE book's client-side throttling), raising
+    :class:`~meshware.Throttled`; ``throttle_k=0`` turns it off.
+
     Zones: ``zone`` is the caller's zone for zone-aware balancing (prefer healthy instances of
     that zone, spill over when it is short); ``None`` reads ``MESHWARE_ZONE``, ``""`` turns it off.
     """
@@ -111,6 +118,8 @@ class ClientPolicy:
     eject_jitter: float = 0.25
     max_replay_bytes: int = 1 << 20
     zone: str | None = None
+    throttle_k: float = 2.0
+    throttle_window: float = 2.0
 
     def __post_init__(self) -> None:
         _count("retries", self.retries)
@@ -146,6 +155,8 @@ class ClientPolicy:
                 f"eject_jitter must be in [0, 1), not {self.eject_jitter!r}", setting="eject_jitter"
             )
         _count("max_replay_bytes", self.max_replay_bytes)
+        _positive("throttle_k", self.throttle_k, zero=True)
+        _positive("throttle_window", self.throttle_window)
         if self.zone is not None and (not isinstance(self.zone, str) or len(self.zone) > 200):
             raise ConfigError(
                 f"zone must be a string of at most 200 characters or None, not {self.zone!r}",

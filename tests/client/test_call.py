@@ -132,7 +132,9 @@ def test_a_streamed_body_is_only_resent_when_it_never_left() -> None:
 
 
 def test_retries_stop_when_the_service_budget_is_spent() -> None:
-    policy = ClientPolicy(budget_percent=0.0, budget_per_second=0.1, budget_window=10, retries=5)
+    policy = ClientPolicy(
+        budget_percent=0.0, budget_per_second=0.1, budget_window=10, retries=5, throttle_k=0
+    )
     engine = Engine(policy, rng=random.Random(0))
     stats = [InstanceStats("users", f"http://10.0.0.{i}:80", 0.0) for i in range(2)]
     granted = 0

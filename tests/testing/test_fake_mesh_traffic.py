@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import httpx
+import pytest
+
 import meshware
 from meshware.testing import FakeMesh, MeshClock
 
@@ -48,3 +51,38 @@ def test_a_caller_in_zone_a_stays_in_zone_a_and_loses_nothing_when_it_dies() -> 
         assert len(ok) == 300
         assert all(c.instance not in local for c in ok)
         assert sum(1 for c in mesh.calls if c.error is not None) <= 12  # until both are ejected
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_service_shedding_everything_gets_at_most_half_the_attempts_after_two_seconds(
+    status: int,
+) -> None:
+    """200 calls/s from one client; the service sheds everything from t=1 s on."""
+    clock = MeshClock()
+    with FakeMesh(clock=clock, seed=1) as mesh:
+        mesh.add("users", make_users(), replicas=3)
+        with mesh.client() as client:
+            start = clock()
+            made = attempts_before = 0
+            throttled = 0
+            last: meshware.Throttled | None = None
+            while clock() - start < 5.0:
+                shedding_for = clock() - start - 1.0
+                if shedding_for >= 0 and not mesh._faults:
+                    mesh.fail("users", with_=status)
+                if shedding_for >= 2.0 and not made:
+                    attempts_before = len(mesh.calls)
+                if shedding_for >= 2.0:
+                    made += 1
+                try:
+                    client.get("/users/1")
+                except meshware.Throttled as exc:
+                    last = exc
+                    throttled += 1
+                clock.advance(0.005)
+            received = len(mesh.calls) - attempts_before
+    assert made > 300
+    assert throttled > 0
+    assert isinstance(last, httpx.TransportError)
+    assert last.service == "users"
+    assert received <= 0.5 * made, (received, made)
