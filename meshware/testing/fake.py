@@ -18,6 +18,11 @@ The fake falls out of meshware's seams (DESIGN §1), so tests exercise the real 
   portal), where their lifespans also run; sync and async clients both reach them there. WSGI
   apps run in the calling thread (from async clients: in a worker thread). Response bodies are
   buffered.
+* **An app that raises** answers ``500`` as a real server would (Flask and Starlette/FastAPI
+  alike: httpx's in-process transports would otherwise raise the app's exception into the
+  *caller*, and a caller's client would take a downstream ``RetriesExhausted`` for its own), and
+  the exception is logged on ``meshware.testing``. ``raise_app_exceptions=True`` re-raises it
+  in the test instead (for Flask, through its ``got_request_exception`` signal).
 * **Calls inside apps**: while a fake mesh is open, ``meshware.Client()`` / ``AsyncClient()``
   created without ``mesh=`` (as a service's own code does) use it, so a service's outgoing calls
   go through the fake mesh too.
@@ -26,6 +31,7 @@ The fake falls out of meshware's seams (DESIGN §1), so tests exercise the real 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import sys
 import threading
@@ -47,6 +53,8 @@ from ..registry.memory import MemoryRegistry
 __all__ = ["FakeMesh", "Fault", "MeshCall", "MeshClock", "ServiceStub"]
 
 FAKE_DOMAIN = "fake-mesh.invalid"
+
+log = logging.getLogger("meshware.testing")
 
 
 class MeshClock:
@@ -177,7 +185,9 @@ class FakeMesh:
 
     ``clock`` (a :class:`MeshClock`) and ``seed`` make balancing, retries, backoff and ejection
     deterministic; ``policy`` is the default :class:`~meshware.ClientPolicy` of every client on
-    this mesh. Use it as a context manager, or call :meth:`close`.
+    this mesh. ``raise_app_exceptions`` re-raises an exception an app raised into the test,
+    instead of answering ``500`` as a real server does. Use it as a context manager, or call
+    :meth:`close`.
     """
 
     def __init__(
@@ -188,6 +198,7 @@ class FakeMesh:
         policy: ClientPolicy | None = None,
         prefix: str = "/meshware",
         lease_ttl: int = 5,
+        raise_app_exceptions: bool = False,
     ) -> None:
         from .._view import override_shared_view, shared_view_override
 
@@ -195,6 +206,7 @@ class FakeMesh:
         self.policy = policy
         self.prefix = prefix.rstrip("/")
         self.lease_ttl = lease_ttl
+        self.raise_app_exceptions = raise_app_exceptions
         self.registry = MemoryRegistry(clock=self.clock)
         self.calls: list[MeshCall] = []
         self.client_hooks = _Hooks(self)
@@ -251,7 +263,9 @@ class FakeMesh:
             raise ConfigError(f"replicas must be a whole number >= 1, not {replicas!r}")
         target = app
         if kind == "asgi":
-            target = self._start_asgi(app)
+            target = self._start_asgi(app, service)
+        elif self.raise_app_exceptions:
+            self._watch_flask_exceptions(app)
         urls = []
         for _ in range(replicas):
             index = sum(1 for r in self._replicas.values() if r.service == service)
@@ -454,7 +468,37 @@ class FakeMesh:
             self._portal_thread = self._portal.call(_current_thread)
         return self._portal
 
-    def _start_asgi(self, app: Any) -> Any:
+    def _watch_flask_exceptions(self, app: Any) -> None:
+        """Flask answers 500 itself; its signal tells us what it caught, to re-raise it."""
+        from flask import got_request_exception
+
+        def caught(sender: Any, exception: BaseException, **extra: Any) -> None:
+            stack = getattr(_caught, "stack", None)
+            if stack:
+                stack[-1].append(exception)
+
+        got_request_exception.connect(caught, app, weak=False)
+        self._stack.callback(got_request_exception.disconnect, caught, app)
+
+    def _app_raised(
+        self, replica: _Replica, request: httpx.Request, exc: Exception
+    ) -> httpx.Response:
+        """What a caller gets when an app raised: 500, as from a server (or the exception)."""
+        if self.raise_app_exceptions:
+            raise exc
+        log.error(
+            "%s (replica %s) raised %s on %s %s: answered 500, as a server would "
+            "(FakeMesh(raise_app_exceptions=True) re-raises it in the test)",
+            replica.service,
+            replica.index,
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        return httpx.Response(500, text="Internal Server Error\n")
+
+    def _start_asgi(self, app: Any, service: str) -> Any:
         portal = self._portal_for_asgi()
         state: dict[str, Any] = {}
         lifespan = _Lifespan(app, state)
@@ -468,9 +512,22 @@ class FakeMesh:
         async def with_state(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] in ("http", "websocket"):
                 scope = {**scope, "state": dict(state)}
-            await app(scope, receive, send)
+            try:
+                await app(scope, receive, send)
+            except Exception as exc:
+                if not self.raise_app_exceptions:  # the transport answers what the app sent: 500
+                    log.error(
+                        "%s raised %s on %s %s: answered 500, as a server would "
+                        "(FakeMesh(raise_app_exceptions=True) re-raises it in the test)",
+                        service,
+                        type(exc).__name__,
+                        scope.get("method", ""),
+                        scope.get("path", ""),
+                        exc_info=exc,
+                    )
+                raise
 
-        return httpx.ASGITransport(app=with_state)
+        return httpx.ASGITransport(app=with_state, raise_app_exceptions=self.raise_app_exceptions)
 
     def _record(
         self, replica: _Replica, request: httpx.Request, status: int | None, error: str | None
@@ -559,7 +616,7 @@ class _Lifespan:
                 started.set()
                 done.set()
 
-        async with anyio.create_task_group() as tg:
+        async with send_in, receive_out, anyio.create_task_group() as tg:
             tg.start_soon(run_app)
             await send_in.send({"type": "lifespan.startup"})
             await started.wait()
@@ -602,8 +659,8 @@ class _SyncInstance(httpx.BaseTransport):
         request.read()
         response: httpx.Response
         if replica.kind == "wsgi":
-            response = replica.target.handle_request(request)
-            response.read()
+            status, headers, content = _wsgi_roundtrip(mesh, replica, request)
+            response = httpx.Response(status, headers=headers, content=content)
         elif replica.kind == "stub":
             response = replica.target.handler(request)
             response.read()
@@ -644,7 +701,7 @@ class _AsyncInstance(httpx.AsyncBaseTransport):
         await request.aread()
         if replica.kind == "wsgi":
             status, headers, content = await anyio.to_thread.run_sync(
-                _wsgi_roundtrip, replica.target, request
+                _wsgi_roundtrip, mesh, replica, request
             )
         elif replica.kind == "stub":
             response = await replica.target.async_handler(request)
@@ -663,9 +720,25 @@ class _AsyncInstance(httpx.AsyncBaseTransport):
 Raw = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-def _wsgi_roundtrip(transport: httpx.WSGITransport, request: httpx.Request) -> Raw:
-    response = transport.handle_request(request)
-    content = response.read()
+_caught = threading.local()  # per thread, a stack of the exceptions Flask caught per request
+
+
+def _wsgi_roundtrip(mesh: FakeMesh, replica: _Replica, request: httpx.Request) -> Raw:
+    """Run a WSGI app in this thread: 500 when it raised (or the exception, if asked)."""
+    stack = _caught.__dict__.setdefault("stack", [])
+    caught: list[BaseException] = []
+    stack.append(caught)
+    try:
+        response = replica.target.handle_request(request)
+        content = response.read()
+    except Exception as exc:  # PROPAGATE_EXCEPTIONS (app.testing), or a bare WSGI app
+        response = mesh._app_raised(replica, request, exc)
+        content = response.read()
+    finally:
+        stack.pop()
+    if caught and mesh.raise_app_exceptions:
+        error = caught[0]
+        raise error
     return response.status_code, response.headers.raw, content
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +156,105 @@ def test_the_ini_option_lets_apps_register_again(project: pytest.Pytester) -> No
     import pytest_meshware
 
     assert pytest_meshware.SUPPRESS_AUTOMATIC_REGISTRATION is True  # the outer session's again
+
+
+# --------------------------------------------------------------------------- the README's project
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _readme_blocks() -> tuple[str, str]:
+    """The pyproject lines and the test module that README's "Testing your services" shows."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Testing your services", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+    toml = next(body for lang, body in blocks if lang == "toml")
+    tests = next(body for lang, body in blocks if body.startswith("# tests/test_services.py"))
+    return toml, tests
+
+
+@pytest.fixture
+def readme_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A fresh project as the README lays it out: two services, tests/, its pyproject lines."""
+    toml, tests = _readme_blocks()
+    for name in ("users_service.py", "orders_service.py"):
+        (pytester.path / name).write_text((ROOT / "examples" / name).read_text())
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_services.py").write_text(tests)
+    (pytester.path / "pyproject.toml").write_text(toml)
+    return pytester
+
+
+def plain_pytest(project: pytest.Pytester, *args: str) -> tuple[int, str]:
+    """``pytest ARGS`` as a user types it in the project (not ``python -m pytest``, which puts
+    the current directory on ``sys.path``; nor pytester's runners, which add it to PYTHONPATH)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("pytest")), "-p", "no:cacheprovider", *args],
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_readme_project_passes_with_plain_pytest_and_no_async_plugin(
+    readme_project: pytest.Pytester,
+) -> None:
+    code, out = plain_pytest(
+        readme_project, "tests", "-p", "no:asyncio", "-p", "no:anyio", "-W", "error"
+    )
+    assert code == 0, out
+    assert "3 passed in" in out
+
+
+def test_the_readme_project_passes_with_pytest_asyncio_in_strict_mode(
+    readme_project: pytest.Pytester,
+) -> None:
+    pytest.importorskip("pytest_asyncio")
+    toml = (readme_project.path / "pyproject.toml").read_text()
+    assert "asyncio_mode" not in toml  # strict, pytest-asyncio's default
+    (readme_project.path / "pyproject.toml").write_text(
+        toml + 'asyncio_default_fixture_loop_scope = "function"\n'  # as the README says
+    )
+    code, out = plain_pytest(readme_project, "tests", "-W", "error")
+    assert code == 0, out
+    assert "3 passed in" in out
+    assert "asyncio: mode=Mode.STRICT" in out
+
+
+def test_without_the_pythonpath_line_plain_pytest_cannot_import_the_services(
+    readme_project: pytest.Pytester,
+) -> None:
+    (readme_project.path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    code, out = plain_pytest(readme_project, "tests")
+    assert code == 2, out
+    assert "No module named 'users_service'" in out
+
+
+def test_the_plugin_runs_async_tests_that_use_it_and_leaves_the_others_to_pytest(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        """
+        import asyncio
+        import pytest
+
+        async def test_with_the_fixture(fake_mesh):
+            asyncio.get_running_loop()  # run on an asyncio loop
+
+        @pytest.mark.meshware(retries=0)
+        async def test_with_the_marker():
+            asyncio.get_running_loop()
+
+        async def test_not_ours():
+            pass
+        """
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio", "-p", "no:anyio")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*async def functions are not natively supported*", "FAILED *::test_not_ours*"]
+    )
