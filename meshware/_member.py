@@ -148,6 +148,7 @@ class Member:
         self.enabled = False
 
     def _start(self, socket_wait: float) -> None:
+        show_logs()
         url = self._advertise_url(socket_wait)
         if not self.enabled:
             return
@@ -366,6 +367,32 @@ def _chained_handler(
 
     handler._meshware_member = member  # type: ignore[attr-defined]
     return handler
+
+
+def show_logs() -> None:
+    """Make meshware's INFO lines visible when the process configured no logging at all.
+
+    Servers configure their own loggers only (gunicorn's ``gunicorn.error``, uvicorn's
+    ``uvicorn.*``), so a member's lines (registered, re-registered, recovered) would reach
+    Python's last-resort handler, which drops everything below WARNING. When neither the
+    ``meshware`` logger nor any ancestor has a handler, one writing to stderr is added; a
+    process that configures logging (``logging.basicConfig``, ``dictConfig`` on the root, a
+    server's ``--log-config``) decides alone.
+    """
+    root = logging.getLogger("meshware")
+    with _show_logs_lock:
+        if root.hasHandlers():
+            return
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s] [meshware] %(levelname)s %(message)s")
+        )
+        root.addHandler(handler)
+        if root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+
+
+_show_logs_lock = threading.Lock()
 
 
 def _automatic_registration_suppressed() -> bool:

@@ -59,6 +59,7 @@ class Registrar:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._warned = False
+        self._registrations = 0
 
     def start(self) -> bool:
         """Register now if etcd answers, then keep the lease alive in the background.
@@ -123,7 +124,19 @@ class Registrar:
                 return False
             self.lease = lease
         self._succeed()
-        log.info("registered %s (lease %x, ttl %s s)", self.key, lease, self.ttl)
+        record = self.record
+        self._registrations += 1
+        log.info(
+            "%s %s: %d route%s at %s (instance %s, lease %x, ttl %s s)",
+            "registered" if self._registrations == 1 else "re-registered",
+            record.service,
+            len(record.routes),
+            "" if len(record.routes) == 1 else "s",
+            record.url,
+            record.instance_id,
+            lease,
+            self.ttl,
+        )
         self.registered.set()
         if self._on_registered is not None:
             self._on_registered(self.record)
