@@ -23,6 +23,7 @@ from ._transport_base import (
     default_limits,
     describe,
     retryable_error,
+    undialable,
 )
 
 __all__ = ["AsyncMeshTransport"]
@@ -152,8 +153,11 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
             stats = call.pick(now)
             call.start(stats, now)
             try:
-                pool = self._pool(stats)
-                attempt = self._attempt(request, pool, call, self.clock())
+                try:
+                    pool = self._pool(stats)
+                    attempt = self._attempt(request, pool, call, self.clock())
+                except Exception as exc:  # the instance cannot be dialed: its failure
+                    raise undialable(stats.url, exc) from exc
                 response = await pool.for_load(stats.inflight, self._lock).handle_async_request(
                     attempt
                 )

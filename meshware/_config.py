@@ -23,6 +23,7 @@ setting (argument)              environment / app.config   default
                                                            instance draining and withdrawing it,
                                                            before the server stops)
 ``strict``                      MESHWARE_STRICT            ``false``
+(every reader)                  MESHWARE_ALLOWED_NETWORKS  anything but link-local / metadata
 ==============================  =========================  =====================================
 """
 
@@ -37,7 +38,13 @@ from urllib.parse import urlsplit
 from ._core.records import validate_service_name
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_ENDPOINT", "DEFAULT_PREFIX", "EtcdSettings", "MemberSettings"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_PREFIX",
+    "EtcdSettings",
+    "MemberSettings",
+    "install_address_policy",
+]
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 DEFAULT_PREFIX = "/meshware"
@@ -156,6 +163,8 @@ class EtcdSettings:
 
     @classmethod
     def _from(cls, src: _Sources) -> EtcdSettings:
+        # every reader of the registry loads these settings: install its address policy
+        install_address_policy({"MESHWARE_ALLOWED_NETWORKS": src.string("allowed_networks") or ""})
         raw = src.get("etcd_endpoints")
         if raw is None:
             endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
@@ -266,3 +275,23 @@ class MemberSettings:
             strict=src.flag("strict", False),
             labels=dict(labels or {}),
         )
+
+
+def install_address_policy(env: Mapping[str, str] | None = None) -> None:
+    """Install ``MESHWARE_ALLOWED_NETWORKS`` as the address policy record decoding checks.
+
+    Unset or empty: the default policy (anything but link-local, metadata, multicast and
+    "this host" addresses). A value that does not parse raises :class:`ConfigError`.
+    """
+    from ._core.networks import AddressPolicy
+    from ._core.records import set_address_policy
+
+    text = (os.environ if env is None else env).get("MESHWARE_ALLOWED_NETWORKS", "").strip()
+    if not text:
+        set_address_policy(None)
+        return
+    try:
+        policy = AddressPolicy.parse(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), setting="MESHWARE_ALLOWED_NETWORKS") from None
+    set_address_policy(policy)

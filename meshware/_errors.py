@@ -17,6 +17,8 @@ One root, a shallow tree (the shape httpx uses)::
         ├── RegistryUnavailable                   etcd cannot be reached (every endpoint tried)
         ├── LeaseLost                             the lease expired or was revoked under us
         ├── BadRecord          (also ValueError)  a record in the registry does not parse
+        ├── RegistryReset                         etcd lost its history (restarted empty, another
+        │                                         cluster): watchers must re-list
         └── EtcdError                             etcd answered with an error
             ├── EtcdAuthError                     wrong user/password, or permission denied
             └── EtcdCompacted                     a watch asked for a compacted revision
@@ -51,6 +53,7 @@ __all__ = [
     "NoEndpointAvailable",
     "NoRouteError",
     "RegistryError",
+    "RegistryReset",
     "RegistryUnavailable",
     "RetriesExhausted",
     "RouteConflictError",
@@ -257,6 +260,11 @@ class BadRecord(RegistryError, ValueError):
         self.key = key
         self.problem = problem
         super().__init__(f"bad mesh record at {key!r}: {problem}")
+
+
+class RegistryReset(RegistryError):
+    """The registry is not the history a watcher was following: its revision went back (etcd
+    restarted with an empty data directory) or its cluster id changed. Re-list, then watch."""
 
 
 class EtcdError(RegistryError):

@@ -21,6 +21,7 @@ from ._transport_base import (
     default_limits,
     describe,
     retryable_error,
+    undialable,
 )
 
 __all__ = ["MeshTransport"]
@@ -149,8 +150,11 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
                 stats = call.pick(now)
                 call.start(stats, now)
             try:
-                pool = self._pool(stats)
-                attempt = self._attempt(request, pool, call, self.clock())
+                try:
+                    pool = self._pool(stats)
+                    attempt = self._attempt(request, pool, call, self.clock())
+                except Exception as exc:  # the instance cannot be dialed: its failure
+                    raise undialable(stats.url, exc) from exc
                 response = pool.for_load(stats.inflight, self._lock).handle_request(attempt)
             except httpx.TransportError as exc:
                 with lock:

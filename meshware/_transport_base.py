@@ -45,7 +45,7 @@ from ._errors import (
 from ._observe import Fanout, LogObserver
 from ._urls import InstanceURL
 
-__all__ = ["MESH_SCHEME", "MeshSource", "TransportBase", "default_limits"]
+__all__ = ["MESH_SCHEME", "MeshSource", "TransportBase", "default_limits", "undialable"]
 
 MESH_SCHEME = "mesh"
 SHARD_SIZE = 4  # requests in flight per connection pool of one instance (see Pool)
@@ -129,6 +129,13 @@ def retryable_error(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError) and not isinstance(
         exc, (MeshError, httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
     )
+
+
+def undialable(url: str, exc: Exception) -> httpx.ConnectError:
+    """An error building an attempt to ``url`` (its URL does not parse, its pool cannot be made),
+    as a connection error: it counts against that instance (ejection) and the request goes on
+    to another one, as for a refused connection."""
+    return httpx.ConnectError(f"cannot dial instance {url!r}: {describe(exc)}")
 
 
 def describe(exc: BaseException) -> str:

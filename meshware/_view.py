@@ -8,6 +8,14 @@ that the thread swaps after applying each batch of updates (no locks on the read
 
 * A dropped watch (etcd restarted, connection reset) resumes from the next revision, so no
   event is lost and none is applied twice; a compacted revision triggers a full re-list.
+* A registry that lost its history (etcd restarted with an empty data directory: its revision
+  went back; or another cluster answers: its cluster id changed) is noticed when the watch
+  reopens (:class:`~meshware.RegistryReset`) and the table is rebuilt from a fresh listing.
+  Until then ``connected`` is false (the watch has not been confirmed), so it never claims to be
+  current while following a history that no longer exists. While etcd is unreachable the
+  watch is retried at least every 0.5 s, so a restarted etcd is seen within about that.
+* An update that the table cannot apply (a bug on hostile input; the record codec is total)
+  is skipped with one logged error: it never stalls the view on one revision.
 * While the registry is unreachable the last-known table stays in force indefinitely (static
   stability): a registry outage never empties the table and never raises into the app.
 * Records that do not parse are left out of the table with one warning each.
@@ -23,8 +31,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core.backoff import full_jitter
-from ._core.table import Resolution, RoutingTable
-from ._errors import EtcdCompacted, MeshError, NoRouteError, RegistryUnavailable, TableNotLoaded
+from ._core.table import Resolution, RoutingTable, Update
+from ._errors import (
+    EtcdCompacted,
+    MeshError,
+    NoRouteError,
+    RegistryReset,
+    RegistryUnavailable,
+    TableNotLoaded,
+)
 from .registry.base import Registry, Watch
 
 __all__ = ["MeshView"]
@@ -176,11 +191,20 @@ class MeshView:
             except Exception:
                 log.exception("meshware on_change callback failed")
 
-    def _relist(self) -> None:
+    def _relist(self, *, fresh: bool = False) -> None:
         snapshot = self.registry.snapshot(self.prefix + "/")
         self._contact()
-        self._swap(self.table.apply(snapshot))
+        # after a reset the old table's revisions belong to a lost history: start afresh
+        base = RoutingTable.empty(self.prefix) if fresh else self.table
+        self._swap(self._apply(base, snapshot))
         self._next_revision = snapshot.revision + 1
+
+    def _apply(self, table: RoutingTable, update: Update) -> RoutingTable:
+        try:
+            return table.apply(update)
+        except Exception:  # a bug: cost only this update, never stall the view on it
+            log.exception("meshware could not apply a registry update (%r); skipping it", update)
+            return table
 
     def _contact(self) -> None:
         if not self.connected:
@@ -206,10 +230,13 @@ class MeshView:
 
     def _run(self) -> None:
         failures = 0
+        fresh = False
         while not self._stop.is_set():
+            cap = 2.0
             try:
                 if self._next_revision is None:
-                    self._relist()
+                    self._relist(fresh=fresh)
+                    fresh = False
                 watch = self.registry.watch(self.prefix + "/", self._next_revision or 0)
                 self._watch = watch
                 if self._stop.is_set():
@@ -224,7 +251,7 @@ class MeshView:
                         continue
                     table = self.table
                     for update in batch:
-                        table = table.apply(update)
+                        table = self._apply(table, update)
                     self._next_revision = batch[-1].revision + 1
                     self._swap(table)
                 if self._stop.is_set():
@@ -233,6 +260,12 @@ class MeshView:
             except EtcdCompacted as exc:
                 log.info("mesh watch revision compacted (%s); re-listing", exc)
                 self._next_revision = None
+            except RegistryReset as exc:
+                log.warning("mesh registry lost its history: %s", exc)
+                self._set_connected(False)
+                self._next_revision = None
+                fresh = True
+                failures += 1  # two endpoints of different clusters must not spin
             except RegistryUnavailable as exc:
                 if self.connected:
                     log.warning("mesh registry unreachable, keeping the last-known table: %s", exc)
@@ -240,6 +273,7 @@ class MeshView:
                 self._unreachable()
                 self._set_connected(False)
                 failures += 1
+                cap = 0.5  # refused connections are cheap: notice a restarted etcd quickly
             except MeshError as exc:  # refused credentials, permissions, a broken answer
                 if str(exc) != self._last_error:
                     log.warning("mesh watch failed, keeping the last-known table: %s", exc)
@@ -254,7 +288,7 @@ class MeshView:
             finally:
                 self._watch = None
             if failures:
-                self._stop.wait(full_jitter(min(failures, 8), base=0.05, cap=2.0, rng=self._rng))
+                self._stop.wait(full_jitter(min(failures, 8), base=0.05, cap=cap, rng=self._rng))
 
 
 _shared: tuple[int, MeshView] | None = None

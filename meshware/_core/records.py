@@ -10,26 +10,68 @@ with ``etcdctl`` and processes written in other languages may publish or read it
   reject (with :class:`~meshware.BadRecord`, never a crash) what they cannot use;
 * routes are published in the canonical template form of :mod:`meshware._core.templates`.
 
+**Bounds.** Everything read from the registry is untrusted: anyone who can write under the
+prefix can write any bytes. Decoding is *total* — whatever the value holds, :meth:`decode`
+returns a record or raises :class:`~meshware.BadRecord`, never another exception — and
+*bounded*: a record is refused before any costly work when it breaks one of the limits below
+(each a documented constant, checked in this order: size before parsing, nesting depth around
+parsing, then counts and lengths field by field). So a hostile record costs the readers one
+bounded parse and one warning, and changes nothing but its own entry.
+
+=========================  ==========  ==================================================
+constant                   value       what it bounds
+=========================  ==========  ==================================================
+``MAX_RECORD_BYTES``       1 MiB       the stored value (etcd's own default limit is 1.5 MiB)
+``MAX_JSON_DEPTH``         16          nesting of arrays/objects anywhere in the value
+``MAX_ROUTES``             4,096       ``routes[]`` entries (and any other list of routes)
+``MAX_TEMPLATE_LENGTH``    2,048       characters of a template or Host pattern
+``MAX_SEGMENTS``           256         ``/``-separated segments of a template
+``MAX_METHODS``            32          methods of one route
+``MAX_FIELD_LENGTH``       1,024       any other string (names, version, zone, labels)
+``MAX_LABELS``             64          entries of ``labels``
+=========================  ==========  ==================================================
+
+Strings must be valid Unicode (no lone surrogates) and the fields a person reads (names,
+templates, labels, URLs) carry no control characters. The ``url`` must be exactly
+``http(s)://host[:port]`` with a valid host name, IPv4 address or bracketed IPv6 address and
+a port 1-65535 (no trailing newline: the whole string is matched, not a line), and its host
+must be allowed by the process's :class:`~meshware._core.networks.AddressPolicy`
+(``MESHWARE_ALLOWED_NETWORKS``, installed with :func:`set_address_policy`).
+
 This module is pure: encoding, decoding and validation, no I/O.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._errors import BadRecord, ConfigError
+from .networks import AddressPolicy, default_policy
 
 __all__ = [
     "ANY_METHOD",
+    "MAX_FIELD_LENGTH",
+    "MAX_JSON_DEPTH",
+    "MAX_LABELS",
+    "MAX_METHODS",
+    "MAX_RECORD_BYTES",
+    "MAX_ROUTES",
+    "MAX_SEGMENTS",
+    "MAX_TEMPLATE_LENGTH",
     "SCHEMA_VERSION",
     "InstanceRecord",
     "RouteSpec",
+    "address_policy",
+    "check_url",
     "instance_key",
     "instances_prefix",
+    "set_address_policy",
     "split_instance_key",
     "validate_service_name",
 ]
@@ -37,14 +79,27 @@ __all__ = [
 SCHEMA_VERSION = 1
 ANY_METHOD = "*"
 
+# Bounds on what a record may hold (module notes); a record beyond any of them is a BadRecord.
+MAX_RECORD_BYTES = 1 << 20
+MAX_JSON_DEPTH = 16
+MAX_ROUTES = 4096
+MAX_TEMPLATE_LENGTH = 2048
+MAX_SEGMENTS = 256
+MAX_METHODS = 32
+MAX_FIELD_LENGTH = 1024
+MAX_LABELS = 64
+
 State = Literal["serving", "draining"]
 Kind = Literal["http", "websocket", "mount"]
 Routing = Literal["specificity", "ordered"]
 
-_SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-_INSTANCE_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,200}$")
-_METHOD_RE = re.compile(r"^[A-Z][A-Z0-9_-]*$")
-_URL_RE = re.compile(r"^https?://(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?$")
+_SERVICE_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9._:@-]{1,200}")
+_METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
+_URL_RE = re.compile(r"https?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([1-9][0-9]{0,4}))?")
+_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _STATES = ("serving", "draining")
 _KINDS = ("http", "websocket", "mount")
 _ROUTINGS = ("specificity", "ordered")
@@ -52,7 +107,7 @@ _ROUTINGS = ("specificity", "ordered")
 
 def validate_service_name(name: object, *, setting: str = "service") -> str:
     """Check a service name: lower-case letters, digits, ``.``, ``_``, ``-``; 1-63 characters."""
-    if not isinstance(name, str) or not _SERVICE_RE.match(name):
+    if not isinstance(name, str) or not _SERVICE_RE.fullmatch(name):
         raise ConfigError(
             f"{setting} must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting and "
             f"ending with a letter or digit (got {name!r})",
@@ -155,11 +210,34 @@ class InstanceRecord:
 
     @classmethod
     def decode(cls, key: str, value: bytes | str) -> InstanceRecord:
-        """Parse and validate a stored record; raise :class:`~meshware.BadRecord` if unusable."""
+        """Parse and validate a stored record; raise :class:`~meshware.BadRecord` if unusable.
+
+        Total: any ``value`` gives a record or a ``BadRecord`` (see the module notes' bounds).
+        """
+        try:
+            return cls._decode(key, value)
+        except BadRecord:
+            raise
+        except Exception as exc:  # a bug of ours on hostile input: still only this record
+            raise BadRecord(
+                key, f"could not be read ({type(exc).__name__}: {_show(exc)})"
+            ) from None
+
+    @classmethod
+    def _decode(cls, key: str, value: bytes | str) -> InstanceRecord:
+        if not isinstance(value, bytes | str):
+            raise BadRecord(key, f"value must be bytes, got {type(value).__name__}")
+        if len(value) > MAX_RECORD_BYTES:
+            raise BadRecord(
+                key, f"{len(value)} bytes, more than MAX_RECORD_BYTES ({MAX_RECORD_BYTES})"
+            )
         try:
             data = json.loads(value)
+        except RecursionError:
+            raise BadRecord(key, f"nested deeper than MAX_JSON_DEPTH ({MAX_JSON_DEPTH})") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRecord(key, f"not JSON ({exc})") from None
+            raise BadRecord(key, f"not JSON ({_show(exc)})") from None
+        _check_tree(key, data)
         return cls.from_json(key, data)
 
     @classmethod
@@ -172,35 +250,44 @@ class InstanceRecord:
         schema = data.get("schema")
         if schema != SCHEMA_VERSION:
             raise BadRecord(
-                key, f"unsupported schema {schema!r} (this meshware reads {SCHEMA_VERSION})"
+                key, f"unsupported schema {_show(schema)} (this meshware reads {SCHEMA_VERSION})"
             )
-        service = _field(key, data, "service", str)
-        if not _SERVICE_RE.match(service):
-            raise BadRecord(key, f"invalid service name {service!r}")
-        instance_id = _field(key, data, "instance", str)
-        if not _INSTANCE_RE.match(instance_id):
-            raise BadRecord(key, f"invalid instance id {instance_id!r}")
-        url = _field(key, data, "url", str)
-        m = _URL_RE.match(url)
-        if m is None or (m.group(1) is not None and not 0 < int(m.group(1)) < 65536):
-            raise BadRecord(
-                key, f"url must be http(s)://host[:port] (port 1-65535), with no path, got {url!r}"
-            )
+        service = _text(key, data, "service")
+        if not _SERVICE_RE.fullmatch(service):
+            raise BadRecord(key, f"invalid service name {_show(service)}")
+        instance_id = _text(key, data, "instance")
+        if not _INSTANCE_RE.fullmatch(instance_id):
+            raise BadRecord(key, f"invalid instance id {_show(instance_id)}")
+        url = _text(key, data, "url")
+        problem = check_url(url)
+        if problem is not None:
+            raise BadRecord(key, problem)
         state = data.get("state", "serving")
         if state not in _STATES:
-            raise BadRecord(key, f"state must be one of {_STATES}, got {state!r}")
+            raise BadRecord(key, f"state must be one of {_STATES}, got {_show(state)}")
         routing = data.get("routing", "specificity")
         if routing not in _ROUTINGS:
-            raise BadRecord(key, f"routing must be one of {_ROUTINGS}, got {routing!r}")
+            raise BadRecord(key, f"routing must be one of {_ROUTINGS}, got {_show(routing)}")
         weight = data.get("weight", 100)
         if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 10_000:
-            raise BadRecord(key, f"weight must be a whole number 0-10000, got {weight!r}")
+            raise BadRecord(key, f"weight must be a whole number 0-10000, got {_show(weight)}")
         labels = data.get("labels", {})
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        if (
+            not isinstance(labels, dict)
+            or len(labels) > MAX_LABELS
+            or not all(
+                isinstance(k, str) and isinstance(v, str) and _plain(k) and _plain(v)
+                for k, v in labels.items()
+            )
         ):
-            raise BadRecord(key, "labels must be an object of strings")
+            raise BadRecord(
+                key,
+                f"labels must be an object of at most {MAX_LABELS} strings of at most "
+                f"{MAX_FIELD_LENGTH} characters, without control characters",
+            )
         raw_routes = _field(key, data, "routes", list)
+        if len(raw_routes) > MAX_ROUTES:
+            raise BadRecord(key, f"{len(raw_routes)} routes, more than MAX_ROUTES ({MAX_ROUTES})")
         routes = []
         for i, raw in enumerate(raw_routes):
             route = _route_from_json(key, i, raw)
@@ -208,12 +295,13 @@ class InstanceRecord:
                 parse_template(route.template)
                 if route.host is not None:
                     parse_template(route.host, host=True)
-            except ValueError as exc:
-                raise BadRecord(key, f"routes[{i}]: {exc}") from None
+            except (ValueError, re.error) as exc:
+                raise BadRecord(key, f"routes[{i}]: {_show(exc)}") from None
             # Every instance of a service publishes the same routes: share one object each.
             routes.append(_SHARED_SPECS.setdefault(route, route))
         if len(_SHARED_SPECS) > 200_000:
             _SHARED_SPECS.clear()
+        pid = _optional(key, data, "pid", int)
         return cls(
             service=service,
             instance_id=instance_id,
@@ -221,13 +309,13 @@ class InstanceRecord:
             routes=tuple(routes),
             state=state,
             routing=routing,
-            zone=_optional(key, data, "zone", str),
+            zone=_optional_text(key, data, "zone"),
             weight=weight,
-            version=_optional(key, data, "version", str),
+            version=_optional_text(key, data, "version"),
             labels=dict(labels),
-            framework=_optional(key, data, "framework", str),
-            pid=_optional(key, data, "pid", int),
-            hostname=_optional(key, data, "hostname", str),
+            framework=_optional_text(key, data, "framework"),
+            pid=pid,
+            hostname=_optional_text(key, data, "hostname"),
             started_at=_optional_number(key, data, "started_at"),
         )
 
@@ -241,12 +329,113 @@ def _replace(record: InstanceRecord, **changes: Any) -> InstanceRecord:
     return dataclasses.replace(record, **changes)
 
 
+def _show(value: object, limit: int = 80) -> str:
+    """A short repr for messages: a hostile record must not make its warning huge."""
+    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _plain(text: str, limit: int = MAX_FIELD_LENGTH) -> bool:
+    """A string a person may read: bounded, no control characters."""
+    return len(text) <= limit and _CONTROL_RE.search(text) is None
+
+
+def _check_tree(key: str, data: object) -> None:
+    """Depth and valid Unicode everywhere in a decoded value (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE_RE.search(node):
+                raise BadRecord(key, "holds a string that is not valid Unicode (a lone surrogate)")
+            continue
+        if isinstance(node, dict):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRecord(key, f"nested deeper than MAX_JSON_DEPTH ({MAX_JSON_DEPTH})")
+            for k, v in node.items():
+                stack.append((k, depth))
+                if isinstance(v, dict | list | str):
+                    stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRecord(key, f"nested deeper than MAX_JSON_DEPTH ({MAX_JSON_DEPTH})")
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list | str))
+
+
+def check_url(url: str) -> str | None:
+    """Why ``url`` cannot be an instance's base URL, or ``None`` when it can.
+
+    Exactly ``http(s)://host[:port]``: a host name (labels of letters, digits, ``-``, ``_``),
+    an IPv4 address or a bracketed IPv6 address, a port 1-65535, nothing after it (the whole
+    string is matched: a trailing newline is refused); and the host must be allowed by the
+    address policy (``MESHWARE_ALLOWED_NETWORKS``).
+    """
+    usage = "url must be http(s)://host[:port] (port 1-65535), with no path"
+    if not isinstance(url, str) or len(url) > MAX_FIELD_LENGTH:
+        return f"{usage}, got {_show(url)}"
+    m = _URL_RE.fullmatch(url)
+    if m is None or (m.group(2) is not None and int(m.group(2)) > 65535):
+        return f"{usage}, got {_show(url)}"
+    host = m.group(1)
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"{usage}: {_show(host)} is not an IPv6 address"
+        host = host[1:-1]
+    elif host.replace(".", "").isdigit():
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{usage}: {_show(host)} is not an IPv4 address"
+    else:
+        labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+        if len(host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+            return f"{usage}: {_show(host)} is not a valid host name"
+    refused = _policy[0].refusal(host)
+    if refused is not None:
+        return f"url {_show(url)}: {refused}"
+    return None
+
+
+_policy: list[AddressPolicy] = [default_policy()]
+
+
+def set_address_policy(policy: AddressPolicy | None) -> None:
+    """Install the policy every decode checks record hosts with (``None``: the default)."""
+    _policy[0] = policy if policy is not None else default_policy()
+
+
+def address_policy() -> AddressPolicy:
+    """The address policy in force in this process."""
+    return _policy[0]
+
+
+def _text(key: str, data: dict[str, Any], name: str) -> str:
+    value: str = _field(key, data, name, str)
+    if not _plain(value):
+        raise BadRecord(
+            key,
+            f"field {name!r} must be at most {MAX_FIELD_LENGTH} characters without control "
+            "characters",
+        )
+    return value
+
+
+def _optional_text(key: str, data: dict[str, Any], name: str) -> str | None:
+    if data.get(name) is None:
+        return None
+    return _text(key, data, name)
+
+
 def _field(key: str, data: dict[str, Any], name: str, typ: type) -> Any:
     if name not in data:
         raise BadRecord(key, f"missing field {name!r}")
     value = data[name]
     if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
         raise BadRecord(key, f"field {name!r} must be {typ.__name__}, got {type(value).__name__}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise BadRecord(key, f"field {name!r} is out of range")
     return value
 
 
@@ -262,7 +451,13 @@ def _optional_number(key: str, data: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRecord(key, f"field {name!r} must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise BadRecord(key, f"field {name!r} must be a finite number")
+    return number
 
 
 def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
@@ -272,28 +467,47 @@ def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
     template = raw.get("template")
     if not isinstance(template, str) or not template.startswith("/"):
         raise BadRecord(key, f"{where}.template must be a string starting with '/'")
+    if len(template) > MAX_TEMPLATE_LENGTH or _CONTROL_RE.search(template):
+        raise BadRecord(
+            key,
+            f"{where}.template must be at most MAX_TEMPLATE_LENGTH ({MAX_TEMPLATE_LENGTH}) "
+            "characters without control characters",
+        )
+    segments = template.count("/")
+    if segments > MAX_SEGMENTS:
+        raise BadRecord(
+            key,
+            f"{where}.template has {segments} segments, more than MAX_SEGMENTS ({MAX_SEGMENTS})",
+        )
     methods = raw.get("methods")
     if (
         not isinstance(methods, list)
         or not methods
-        or not all(isinstance(m, str) and (m == ANY_METHOD or _METHOD_RE.match(m)) for m in methods)
+        or len(methods) > MAX_METHODS
+        or not all(
+            isinstance(m, str) and (m == ANY_METHOD or _METHOD_RE.fullmatch(m)) for m in methods
+        )
     ):
         raise BadRecord(
-            key, f"{where}.methods must be a non-empty list of upper-case methods or '*'"
+            key,
+            f"{where}.methods must be a non-empty list of at most {MAX_METHODS} upper-case "
+            "methods or '*'",
         )
     kind = raw.get("kind", "http")
     if kind not in _KINDS:
         raise BadRecord(key, f"{where}.kind must be one of {_KINDS}, got {kind!r}")
     timeout = raw.get("timeout")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= 86_400  # NaN fails this too
     ):
-        raise BadRecord(key, f"{where}.timeout must be a positive number")
+        raise BadRecord(key, f"{where}.timeout must be a positive number of seconds (<= 86400)")
     retries = raw.get("retries")
     if retries is not None and (
-        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+        isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100
     ):
-        raise BadRecord(key, f"{where}.retries must be a whole number >= 0")
+        raise BadRecord(key, f"{where}.retries must be a whole number 0-100")
     idempotent = raw.get("idempotent")
     if idempotent is not None and not isinstance(idempotent, bool):
         raise BadRecord(key, f"{where}.idempotent must be true or false")
@@ -301,7 +515,11 @@ def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
     if not isinstance(public, bool):
         raise BadRecord(key, f"{where}.public must be true or false")
     name = raw.get("name")
+    if isinstance(name, str) and not _plain(name):
+        raise BadRecord(key, f"{where}.name must be at most {MAX_FIELD_LENGTH} plain characters")
     host = raw.get("host")
+    if isinstance(host, str) and not _plain(host, MAX_TEMPLATE_LENGTH):
+        raise BadRecord(key, f"{where}.host must be at most {MAX_TEMPLATE_LENGTH} plain characters")
     return RouteSpec(
         template=template,
         methods=tuple(sorted(set(methods))),

@@ -134,6 +134,8 @@ class RangeResult:
     revision: int
     count: int
     more: bool
+    cluster_id: int = field(default=0, compare=False)  # from the header (0 when not said)
+    member_id: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,8 @@ class WatchResponse:
     compact_revision: int = 0
     watch_id: int = 0
     cancel_reason: str = ""
+    cluster_id: int = field(default=0, compare=False)  # from the header (0 when not said)
+    member_id: int = field(default=0, compare=False)
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -399,11 +403,14 @@ def _optional_kv(obj: Json, name: str) -> KeyValue | None:
 
 
 def _parse_range(answer: Json) -> RangeResult:
+    header = _obj(answer, "header")
     return RangeResult(
         kvs=[_kv(kv) for kv in _list(answer, "kvs")],
         revision=_revision(answer),
         count=_int(answer, "count"),
         more=_field(answer, "more", bool, False),
+        cluster_id=_int(header, "cluster_id"),
+        member_id=_int(header, "member_id"),
     )
 
 
@@ -485,6 +492,8 @@ def _parse_watch_result(answer: Json) -> WatchResponse:
         compact_revision=_int(result, "compact_revision"),
         watch_id=_int(result, "watch_id"),
         cancel_reason=_field(result, "cancel_reason", str, ""),
+        cluster_id=_int(_obj(result, "header"), "cluster_id"),
+        member_id=_int(_obj(result, "header"), "member_id"),
     )
 
 

@@ -3,6 +3,14 @@
 A thin adapter: etcd key-values become :class:`~meshware._core.table.Entry` values, watch
 events become ``Upsert`` / ``Delete`` updates stamped with their revision. The client does the
 failover between endpoints, authentication, TLS and error mapping.
+
+**Is it still the same etcd?** Resuming a watch at a revision is only right in the history
+that revision belongs to. etcd restarted with an empty data directory starts again at revision
+1 on the same ports (often with the same cluster id, since a single member's id derives from
+its name and peer URLs), and a watch resumed at the old revision would wait, silently, for a
+revision far in the future. So each watch checks etcd's first answer: a current revision
+below the one it resumes from, or a cluster id other than the last snapshot's, raises
+:class:`~meshware.RegistryReset`, and the watcher re-lists.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import httpx
 
 from .._config import EtcdSettings
 from .._core.table import Delete, Entry, Reset, Update, Upsert
-from .._errors import RegistryUnavailable
+from .._errors import RegistryReset, RegistryUnavailable
 from ..etcd import EtcdClient, KeyValue, TLSConfig
 
 __all__ = ["EtcdRegistry"]
@@ -32,6 +40,7 @@ class EtcdRegistry:
     ) -> None:
         self.client = client
         self.watch_idle_timeout = watch_idle_timeout
+        self.cluster_id = 0  # of the last snapshot (0: none yet)
 
     @classmethod
     def from_settings(cls, settings: EtcdSettings) -> EtcdRegistry:
@@ -52,6 +61,8 @@ class EtcdRegistry:
 
     def snapshot(self, prefix: str) -> Reset:
         result = self.client.get_prefix(prefix)
+        if result.cluster_id:
+            self.cluster_id = result.cluster_id
         return Reset(tuple(_entry(kv) for kv in result.kvs), result.revision)
 
     def watch(self, prefix: str, start_revision: int) -> _EtcdWatch:
@@ -78,6 +89,8 @@ class EtcdRegistry:
 
 class _EtcdWatch:
     def __init__(self, registry: EtcdRegistry, prefix: str, start_revision: int) -> None:
+        self._registry = registry
+        self._start = start_revision
         self._stream = registry.client.watch_prefix(
             prefix,
             start_revision=start_revision or None,
@@ -94,6 +107,8 @@ class _EtcdWatch:
 
     def _batches(self) -> Iterator[list[Update]]:
         for response in self._stream:
+            if response.created:
+                self._check_history(response.revision, response.cluster_id)
             batch: list[Update] = []
             for event in response.events:
                 kv = event.kv
@@ -102,6 +117,19 @@ class _EtcdWatch:
                 else:
                     batch.append(Upsert(_entry(kv), kv.mod_revision))
             yield batch
+
+    def _check_history(self, revision: int, cluster_id: int) -> None:
+        known = self._registry.cluster_id
+        if known and cluster_id and cluster_id != known:
+            raise RegistryReset(
+                f"etcd's cluster id changed from {known:x} to {cluster_id:x}: another cluster "
+                "answers on these endpoints; re-listing"
+            )
+        if self._start and revision < self._start - 1:
+            raise RegistryReset(
+                f"etcd's revision went back from {self._start - 1} to {revision} (restarted with "
+                "an empty data directory?); re-listing"
+            )
 
     def close(self) -> None:
         self._stream.close()
