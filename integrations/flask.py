@@ -12,11 +12,17 @@ its view makes (they share the caller's budget); one whose budget is already spe
 WSGI has no "server started" hook, so registration starts in a background thread that waits
 for the server's listening socket (or uses ``MESHWARE_ADVERTISE_URL``). Under gunicorn with
 ``--preload``, each worker registers itself after the fork.
+
+``flask run --debug`` (werkzeug's reloader): only the serving child registers. The reloader
+parent exits on SIGTERM or Ctrl-C from inside ``subprocess.call``, whose clean-up SIGKILLs the
+child, so the child's record would stay until its lease expired; meshware makes that parent send
+the child SIGTERM first and wait for it (up to 10 s) so that it withdraws at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -114,6 +120,7 @@ class Mesh:
         if member.start(socket_wait=self.socket_wait, background=True, automatic=_automatic):
             member.install_signal_handlers()
             member.stop_at_exit()
+            _graceful_reloader_parent()
 
     def stop(self) -> None:
         """Drain and withdraw now."""
@@ -148,3 +155,44 @@ class Mesh:
         if self.member is None:
             raise RuntimeError("Mesh.init_app(app) has not been called")
         return self.member
+
+
+#: How long werkzeug's reloader parent waits for its child to withdraw before killing it.
+RELOADER_CHILD_STOP_WAIT = 10.0
+
+
+class _GracefulSubprocess:
+    """``subprocess`` as werkzeug's reloader sees it, with a ``call`` that stops its child
+    with SIGTERM (the child withdraws from the mesh) instead of SIGKILL."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def call(self, *args: Any, **kwargs: Any) -> int:
+        with self._module.Popen(*args, **kwargs) as child:
+            try:
+                return int(child.wait())
+            except BaseException:  # werkzeug's SIGTERM handler (sys.exit), or Ctrl-C
+                child.terminate()
+                try:
+                    child.wait(timeout=RELOADER_CHILD_STOP_WAIT)
+                except BaseException:  # too slow, or interrupted again: as werkzeug does
+                    child.kill()
+                raise
+
+
+def _graceful_reloader_parent() -> None:
+    """In a process that may become werkzeug's reloader parent, stop the child gracefully."""
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        return  # the serving child itself
+    try:
+        from werkzeug import _reloader
+    except ImportError:  # pragma: no cover - werkzeug without its reloader module
+        return
+    current = getattr(_reloader, "subprocess", None)
+    if current is None or isinstance(current, _GracefulSubprocess):
+        return
+    _reloader.subprocess = _GracefulSubprocess(current)  # type: ignore[assignment]

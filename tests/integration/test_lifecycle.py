@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -289,3 +290,34 @@ def test_settings_errors_name_the_setting(servers: Servers) -> None:
     )
     assert proc.returncode != 0
     assert b"MESHWARE_LEASE_TTL must be a number of seconds, got 'soon'" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_flask_debug_reloader_stopped_by_a_signal_leaves_at_once(
+    servers: Servers, mesh: meshware.MeshView, sig: signal.Signals
+) -> None:
+    # The signal goes to the reloader parent only (as `kill PID` or a process manager does);
+    # werkzeug's parent used to SIGKILL its serving child, whose record then lived until its
+    # lease expired. The lease TTL is 5 s here, so "at once" is clearly not an expiry.
+    proc = servers.start(
+        "flask",
+        "--app",
+        "users_service",
+        "run",
+        "--debug",
+        "--port",
+        str(free_port()),
+        MESHWARE_LEASE_TTL="5",
+    )
+    table = wait_table(mesh, has_instances("users", 1, records=1), procs=(proc,))
+    ((_, record),) = table.records()
+    child = record.pid
+    assert child != proc.pid
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    mesh.wait_for(lambda t: not t.instances("users"), timeout=10)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.0, f"the child's record lived {elapsed:.2f} s after {sig.name}"
+    assert proc.wait(10) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the serving child is gone too
