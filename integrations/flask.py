@@ -195,4 +195,4 @@ def _graceful_reloader_parent() -> None:
     current = getattr(_reloader, "subprocess", None)
     if current is None or isinstance(current, _GracefulSubprocess):
         return
-    _reloader.subprocess = _GracefulSubprocess(current)  # type: ignore[assignment]
+    setattr(_reloader, "subprocess", _GracefulSubprocess(current))
