@@ -421,6 +421,8 @@ def build_asgi(data: dict[str, Any]) -> Any:
                         node["path"], routes=starlette_nodes(node["routes"]), name=node.get("name")
                     )
                 )
+            elif kind == "host" and "app" in node:  # a whole app behind a Host
+                out.append(Host(node["host"], app=make_app(node["app"]), name=node.get("name")))
             elif kind == "host":
                 out.append(
                     Host(
@@ -887,20 +889,23 @@ def asgi_route_infos(data: dict[str, Any]) -> list[RouteInfo]:
                 )
             elif kind == "mount" and "app" in node:
                 walk(node["app"]["routes"], prefix + node["path"].rstrip("/"), host)
-                docs(node["app"], prefix + node["path"].rstrip("/"))
+                docs(node["app"], prefix + node["path"].rstrip("/"), host)
             elif kind == "mount":
                 walk(node["routes"], prefix + node["path"].rstrip("/"), host)
             elif kind == "router":
                 walk(node["routes"], prefix + node.get("prefix", ""), host)
+            elif kind == "host" and "app" in node:
+                walk(node["app"]["routes"], prefix, host_example(node["host"]))
+                docs(node["app"], prefix, host_example(node["host"]))
             elif kind == "host":
                 walk(node["routes"], prefix, host_example(node["host"]))
 
-    def docs(spec: dict[str, Any], prefix: str) -> None:
+    def docs(spec: dict[str, Any], prefix: str, host: str | None = None) -> None:
         config = spec.get("config", {})
         if spec["framework"] == "fastapi" and config.get("docs", True):
             for key, default in DOCS:
                 if config.get(key, default):
-                    out.append(RouteInfo([prefix + config.get(key, default)], ("GET",)))
+                    out.append(RouteInfo([prefix + config.get(key, default)], ("GET",), host=host))
 
     walk(data["routes"], "", None)
     docs(data, "")
