@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from meshware._core.limits import RouteLimits, limits_from_json
 from meshware._core.records import ANY_METHOD, Kind, RouteSpec
 from meshware._errors import ConfigError, TemplateError
 
@@ -118,7 +119,9 @@ def specs_for(
     ``marks(method)`` returns the marks that apply to ``method`` (``"*"`` for "any method").
     Methods marked ``exclude`` are dropped; the groups come out ordered by their first method.
     """
-    groups: dict[tuple[bool, bool | None, float | None, int | None], list[str]] = {}
+    groups: dict[
+        tuple[bool, bool | None, float | None, int | None, RouteLimits | None], list[str]
+    ] = {}
     for method in sorted(set(methods)):
         m = marks(method)
         if m.get("exclude"):
@@ -128,6 +131,7 @@ def specs_for(
             _opt_bool(m.get("idempotent")),
             _opt_float(m.get("timeout")),
             _opt_int(m.get("retries")),
+            _limits_of(m),
         )
         groups.setdefault(key, []).append(method)
     return [
@@ -141,9 +145,26 @@ def specs_for(
             idempotent=idempotent,
             timeout=timeout,
             retries=retries,
+            limits=limits,
         )
-        for (public, idempotent, timeout, retries), group in groups.items()
+        for (public, idempotent, timeout, retries, limits), group in groups.items()
     ]
+
+
+def _limits_of(marks: Marks) -> RouteLimits | None:
+    """The limits of ``@meshware.rate_limit`` and ``@meshware.concurrency_limit`` together."""
+    raw: dict[str, Any] = {}
+    rate = marks.get("rate_limit")
+    if isinstance(rate, Mapping):
+        raw.update(rate)
+    if marks.get("concurrency_limit") is not None:
+        raw["concurrency"] = marks["concurrency_limit"]
+    if not raw:
+        return None
+    try:
+        return limits_from_json(raw)
+    except ValueError as exc:
+        raise ConfigError(f"a meshware limit mark: {exc}") from None
 
 
 def _opt_bool(value: object) -> bool | None:
@@ -389,6 +410,30 @@ def _class_has_slash(items: Iterable[tuple[Any, Any]]) -> bool:
 # --------------------------------------------------------------------------- options
 
 
+def _rate_limits(
+    raw: Mapping[str, str | Mapping[str, Any]] | None,
+) -> tuple[tuple[str, RouteLimits], ...]:
+    """``Mesh(rate_limits={"/login": "20/s", "/api/*": {"rate": "100/min", "burst": 20}})``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            "rate_limits must map fnmatch patterns to a rate such as '20/s' or to limits such "
+            "as {'rate': '20/s', 'burst': 10, 'per': 'client', 'concurrency': 8}",
+            setting="rate_limits",
+        )
+    out = []
+    for pattern, value in raw.items():
+        if not isinstance(pattern, str):
+            raise ConfigError(f"rate_limits: {pattern!r} is not a pattern", setting="rate_limits")
+        try:
+            limits = limits_from_json({"rate": value} if isinstance(value, str) else value)
+        except ValueError as exc:
+            raise ConfigError(f"rate_limits[{pattern!r}]: {exc}", setting="rate_limits") from None
+        out.append((pattern, limits))
+    return tuple(out)
+
+
 class RouteOptions:
     """``public=`` patterns and ``policies=`` per pattern, from ``Mesh(...)`` arguments.
 
@@ -397,15 +442,17 @@ class RouteOptions:
     several matching ``policies`` patterns, the first one listed that sets a field wins.
     """
 
-    __slots__ = ("policies", "public")
+    __slots__ = ("policies", "public", "rate_limits")
 
     def __init__(
         self,
         public: Sequence[str] = (),
         policies: Mapping[str, Mapping[str, Any]] | None = None,
+        rate_limits: Mapping[str, str | Mapping[str, Any]] | None = None,
     ) -> None:
         self.public = _patterns(public, "public")
         self.policies: tuple[tuple[str, dict[str, Any]], ...] = ()
+        self.rate_limits = _rate_limits(rate_limits)
         if policies is None:
             return
         if not isinstance(policies, Mapping):
@@ -444,7 +491,7 @@ class RouteOptions:
 
     def apply(self, specs: Iterable[RouteSpec]) -> list[RouteSpec]:
         """``specs`` with the options filled in where the views' own marks left a field unset."""
-        if not self.public and not self.policies:
+        if not self.public and not self.policies and not self.rate_limits:
             return list(specs)
         out = []
         for spec in specs:
@@ -456,5 +503,10 @@ class RouteOptions:
                     for key, value in fields.items():
                         if value is not None and getattr(spec, key) is None and key not in changes:
                             changes[key] = value
+            if spec.limits is None:
+                for pattern, limits in self.rate_limits:
+                    if Selection._matches((pattern,), spec.template, spec.name):
+                        changes["limits"] = limits
+                        break
             out.append(dataclasses.replace(spec, **changes) if changes else spec)
         return out

@@ -45,7 +45,9 @@ class Mesh:
     ``mesh = Mesh(service="users")`` then ``mesh.init_app(app)``. ``include`` / ``exclude``
     are fnmatch patterns on route templates or endpoint names; ``public`` patterns mark routes
     public and ``policies`` maps patterns to a client policy (``{"/users/*": {"idempotent":
-    True, "timeout": 2.0, "retries": 1}}``), where the views' own marks do not say otherwise.
+    True, "timeout": 2.0, "retries": 1}}``) and ``rate_limits`` maps patterns to a rate
+    (``{"/login": "20/s"}``, or ``{"rate": "20/s", "burst": 10, "per": "route",
+    "concurrency": 8}``), where the views' own marks do not say otherwise.
     ``autostart=False`` leaves :meth:`start` to you (tests, scripts).
     """
 
@@ -63,6 +65,7 @@ class Mesh:
         include_static: bool = False,
         public: Sequence[str] = (),
         policies: Mapping[str, Mapping[str, Any]] | None = None,
+        rate_limits: Mapping[str, str | Mapping[str, Any]] | None = None,
         strict: bool | None = None,
         autostart: bool = True,
         socket_wait: float = 30.0,
@@ -81,7 +84,7 @@ class Mesh:
         self.include = include
         self.exclude = tuple(exclude)
         self.include_static = include_static
-        self.route_options = RouteOptions(public, policies)
+        self.route_options = RouteOptions(public, policies, rate_limits)
         self.autostart = autostart
         self.socket_wait = socket_wait
         self.registry_factory = registry_factory

@@ -38,7 +38,7 @@ class Mesh:
 
     ``include`` / ``exclude`` are fnmatch patterns on templates or route names; the API-docs
     routes and static files are left out unless ``include_docs`` / ``include_static``.
-    ``public`` patterns and ``policies`` work as for the Flask ``Mesh``.
+    ``public`` patterns, ``policies`` and ``rate_limits`` work as for the Flask ``Mesh``.
     """
 
     def __init__(
@@ -56,6 +56,7 @@ class Mesh:
         include_docs: bool = False,
         public: Sequence[str] = (),
         policies: Mapping[str, Mapping[str, Any]] | None = None,
+        rate_limits: Mapping[str, str | Mapping[str, Any]] | None = None,
         strict: bool | None = None,
         socket_wait: float = 30.0,
         registry_factory: RegistryFactory | None = None,
@@ -74,7 +75,7 @@ class Mesh:
         self.exclude = tuple(exclude)
         self.include_static = include_static
         self.include_docs = include_docs
-        self.route_options = RouteOptions(public, policies)
+        self.route_options = RouteOptions(public, policies, rate_limits)
         self.socket_wait = socket_wait
         self.registry_factory = registry_factory
         self.member: Member | None = None

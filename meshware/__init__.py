@@ -43,7 +43,7 @@ from ._errors import (
     TemplateError,
     Throttled,
 )
-from ._markers import exclude, policy, public
+from ._markers import concurrency_limit, exclude, policy, public, rate_limit
 from ._transport import MeshTransport
 from ._view import MeshView
 from .registry.base import Registry
@@ -90,12 +90,14 @@ __all__ = [
     "TemplateError",
     "Throttled",
     "__version__",
+    "concurrency_limit",
     "connect",
     "deadline",
     "exclude",
     "parse_template",
     "policy",
     "public",
+    "rate_limit",
     "time_left",
 ]
 

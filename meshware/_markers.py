@@ -7,6 +7,11 @@ They only set an attribute on the view function; nothing else happens at import 
     @meshware.policy(idempotent=True, timeout=2.0, retries=3)
     def get_user(id: int): ...
 
+    @app.post("/login")
+    @meshware.rate_limit("20/s", burst=10)   # per calling client; enforced by members and edges
+    @meshware.concurrency_limit(8)           # at most 8 in progress at once
+    def login(): ...
+
     @app.route("/internal/debug")
     @meshware.exclude                      # not published in the mesh at all
     def debug(): ...
@@ -20,9 +25,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._core.limits import limits_from_json
 from ._errors import ConfigError
 
-__all__ = ["MARK_ATTRIBUTE", "exclude", "marks_of", "policy", "public"]
+__all__ = [
+    "MARK_ATTRIBUTE",
+    "concurrency_limit",
+    "exclude",
+    "marks_of",
+    "policy",
+    "public",
+    "rate_limit",
+]
 
 MARK_ATTRIBUTE = "__meshware__"
 
@@ -76,6 +90,42 @@ def policy(
 
     def decorate(func: F) -> F:
         return _mark(func, **marks)
+
+    return decorate
+
+
+def rate_limit(rate: str, *, burst: int = 0, per: str = "client") -> Callable[[F], F]:
+    """Declare a rate limit for a view's route, published with it and enforced where requests
+    enter: by each member for calls from inside the mesh, by the edges for the public.
+
+    ``rate`` is ``"COUNT/s"``, ``"COUNT/min"`` or ``"COUNT/h"``, mesh-wide (each of N members
+    or edges enforces 1/N of it); ``burst`` requests beyond the rate may arrive at once (nginx's
+    ``burst``); ``per="client"`` counts each calling service (inside the mesh) or client address
+    (at the edge) separately, ``per="route"`` counts every caller together. Refused requests get
+    ``429 Too Many Requests`` with ``Retry-After``.
+    """
+    raw = {"rate": rate, "burst": burst, "per": per}
+    try:
+        limits_from_json(raw)
+    except ValueError as exc:
+        raise ConfigError(f"rate_limit({rate!r}, burst={burst!r}, per={per!r}): {exc}") from None
+
+    def decorate(func: F) -> F:
+        return _mark(func, rate_limit=raw)
+
+    return decorate
+
+
+def concurrency_limit(limit: int) -> Callable[[F], F]:
+    """Declare that at most ``limit`` requests to a view's route may be in progress at once, at
+    each enforcement point (each member process, each edge); more get ``429``."""
+    try:
+        limits_from_json({"concurrency": limit})
+    except ValueError as exc:
+        raise ConfigError(f"concurrency_limit({limit!r}): {exc}") from None
+
+    def decorate(func: F) -> F:
+        return _mark(func, concurrency_limit=limit)
 
     return decorate
 

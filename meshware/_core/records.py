@@ -29,6 +29,7 @@ constant                   value       what it bounds
 ``MAX_METHODS``            32          methods of one route
 ``MAX_FIELD_LENGTH``       1,024       any other string (names, version, zone, labels)
 ``MAX_LABELS``             64          entries of ``labels``
+``limits.MAX_KEYS`` etc.   16 keys     a route's ``limits`` (counts <= 1,000,000; ``_core/limits.py``)
 =========================  ==========  ==================================================
 
 Strings must be valid Unicode (no lone surrogates) and the fields a person reads (names,
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._errors import BadRecord, ConfigError
+from .limits import RouteLimits, limits_from_json
 from .networks import AddressPolicy, default_policy
 
 __all__ = [
@@ -124,7 +126,9 @@ class RouteSpec:
     ``("*",)`` for "any method" (a mounted app meshware cannot look into). ``kind`` tells plain
     HTTP routes from WebSocket routes and opaque mounts; ``host`` restricts the route to a Host
     header pattern (Starlette's ``Host``). ``idempotent``, ``timeout`` and ``retries`` are the
-    per-route client policy, ``None`` where the client's defaults apply.
+    per-route client policy, ``None`` where the client's defaults apply. ``limits`` are the
+    rate and concurrency limits the service declares for the route (enforced by the member and
+    the edges; :mod:`meshware._core.limits`).
     """
 
     template: str
@@ -136,6 +140,7 @@ class RouteSpec:
     idempotent: bool | None = None
     timeout: float | None = None
     retries: int | None = None
+    limits: RouteLimits | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The route as a JSON-ready dict (only non-default optional fields)."""
@@ -154,6 +159,8 @@ class RouteSpec:
             out["timeout"] = self.timeout
         if self.retries is not None:
             out["retries"] = self.retries
+        if self.limits is not None:
+            out["limits"] = self.limits.to_json()
         return out
 
 
@@ -514,6 +521,12 @@ def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
     public = raw.get("public", False)
     if not isinstance(public, bool):
         raise BadRecord(key, f"{where}.public must be true or false")
+    limits = None
+    if raw.get("limits") is not None:
+        try:
+            limits = limits_from_json(raw["limits"])
+        except ValueError as exc:
+            raise BadRecord(key, f"{where}.limits: {exc}") from None
     name = raw.get("name")
     if isinstance(name, str) and not _plain(name):
         raise BadRecord(key, f"{where}.name must be at most {MAX_FIELD_LENGTH} plain characters")
@@ -530,6 +543,7 @@ def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
         idempotent=idempotent,
         timeout=float(timeout) if timeout is not None else None,
         retries=retries,
+        limits=limits,
     )
 
 
