@@ -24,6 +24,7 @@ The framework adapters (``meshware.integrations.*``) only introspect routes and 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -109,6 +110,11 @@ class Member:
         Returns False when it does not register (skipped, or disabled by a fake mesh).
         """
         if not self.enabled:
+            return False
+        if automatic and _suppressed_by:
+            log.debug(
+                "not registering %s: imported by %s", self.settings.service, _suppressed_by[-1]
+            )
             return False
         if automatic and _automatic_registration_suppressed():
             log.info(
@@ -393,6 +399,19 @@ def show_logs() -> None:
 
 
 _show_logs_lock = threading.Lock()
+
+
+_suppressed_by: list[str] = []
+
+
+@contextlib.contextmanager
+def registration_suppressed(reason: str) -> Iterator[None]:
+    """Apps imported inside this block do not register by themselves (``meshware doctor``)."""
+    _suppressed_by.append(reason)
+    try:
+        yield
+    finally:
+        _suppressed_by.pop()
 
 
 def _automatic_registration_suppressed() -> bool:

@@ -62,14 +62,19 @@ def _load_table(etcd: str | None, prefix: str | None) -> RoutingTable:
     return table
 
 
-def _print_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
+def _format_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> list[str]:
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    click.echo(line.rstrip())
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return lines
+
+
+def _print_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
+    for line in _format_table(rows, headers):
+        click.echo(line)
 
 
 @click.group()
@@ -78,11 +83,10 @@ def main() -> None:
     """Look at and work with a meshware service mesh."""
 
 
-@main.command()
-@_mesh_options
-def routes(etcd: str | None, prefix: str | None, as_json: bool) -> None:
-    """Every route in the mesh: methods, template, service, instances, public, conflicts."""
-    table = _load_table(etcd, prefix)
+ROUTE_HEADERS = ("METHODS", "TEMPLATE", "SERVICE", "INSTANCES", "PUBLIC", "CONFLICT")
+
+
+def _route_items(table: RoutingTable) -> list[dict[str, Any]]:
     lost: dict[tuple[str, str], list[str]] = {}
     for conflict in table.conflicts():
         for loser in conflict.losers:
@@ -103,10 +107,11 @@ def routes(etcd: str | None, prefix: str | None, as_json: bool) -> None:
                 "conflicts": lost.get((route.service, route.template.text), []),
             }
         )
-    if as_json:
-        click.echo(json.dumps({"revision": table.revision, "routes": items}, indent=2))
-        return
-    rows = [
+    return items
+
+
+def _route_rows(items: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [
         [
             ",".join(i["methods"]),
             i["template"],
@@ -117,9 +122,88 @@ def routes(etcd: str | None, prefix: str | None, as_json: bool) -> None:
         ]
         for i in items
     ]
-    _print_table(rows, ["METHODS", "TEMPLATE", "SERVICE", "INSTANCES", "PUBLIC", "CONFLICT"])
+
+
+@main.command()
+@click.option(
+    "--watch", is_flag=True, help="Keep running: redraw the table whenever the mesh changes."
+)
+@_mesh_options
+def routes(etcd: str | None, prefix: str | None, as_json: bool, watch: bool) -> None:
+    """Every route in the mesh: methods, template, service, instances, public, conflicts."""
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch draws a table for people; use --json without it")
+        _watch_routes(etcd, prefix)
+        return
+    table = _load_table(etcd, prefix)
+    items = _route_items(table)
+    if as_json:
+        click.echo(json.dumps({"revision": table.revision, "routes": items}, indent=2))
+        return
+    _print_table(_route_rows(items), ROUTE_HEADERS)
     if not items:
         click.echo("(no routes: is any service registered under this prefix?)", err=True)
+
+
+#: Changes arriving within this many seconds are drawn together.
+WATCH_SETTLE = 0.1
+#: The header (etcd reachable or not, since when) is refreshed at least this often.
+WATCH_REFRESH = 1.0
+
+
+def _watch_routes(etcd: str | None, prefix: str | None) -> None:
+    """A live view: the table redrawn on every change (a new block per change when piped)."""
+    import time
+
+    changed = threading.Event()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    view = _view(etcd, prefix)
+    view._on_change = lambda _table: changed.set()
+    tty = sys.stdout.isatty()
+    drawn: tuple[int, bool] | None = None
+    try:
+        while not stop.is_set():
+            table = view.table
+            state = (table.revision, view.connected)
+            if state != drawn:
+                lines = _watch_screen(view, table)
+                if tty:
+                    click.echo("\x1b[H\x1b[2J" + "\n".join(lines))
+                else:
+                    click.echo("\n".join(lines) + "\n")
+                drawn = state
+            if changed.wait(WATCH_REFRESH):
+                changed.clear()
+                time.sleep(WATCH_SETTLE)  # a burst of changes (a deploy): one redraw
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.stop()
+
+
+def _watch_screen(view: Any, table: RoutingTable) -> list[str]:
+    import time
+
+    if view.connected:
+        status = "etcd connected"
+    elif view.unreachable_since is not None:
+        since = time.strftime("%H:%M:%S", time.localtime(view.unreachable_since))
+        status = f"etcd UNREACHABLE since {since}" + (
+            ", showing the last-known table" if view.loaded else ", no table loaded yet"
+        )
+    else:
+        status = "connecting to etcd"
+    header = (
+        f"meshware routes --watch   {table.prefix}   revision {table.revision}   "
+        f"{time.strftime('%H:%M:%S')}   {status}   (Ctrl-C to stop)"
+    )
+    items = _route_items(table)
+    body = _format_table(_route_rows(items), ROUTE_HEADERS)
+    if not items:
+        body.append("(no routes yet: is any service registered under this prefix?)")
+    return [header, "", *body]
 
 
 @main.command()
@@ -300,6 +384,59 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@main.command()
+@click.argument("app", required=False, metavar="[MODULE:APP]")
+@click.option(
+    "--app-dir", default=".", show_default=True, help="Import MODULE from this directory."
+)
+@click.option("--all", "show_all", is_flag=True, help="List every route (default: the first 12).")
+@_mesh_options
+def doctor(
+    app: str | None,
+    app_dir: str,
+    show_all: bool,
+    etcd: str | None,
+    prefix: str | None,
+    as_json: bool,
+) -> None:
+    """Check etcd, and an app (MODULE:APP, as gunicorn and uvicorn take it): what to fix.
+
+    Says whether etcd answers (and its version), which routes the app publishes and which it
+    leaves out and why, conflicts with the live mesh, and which URL it would advertise. The app
+    is imported but never registered. Exit status 1 when something needs fixing.
+    """
+    from ._doctor import diagnose
+
+    try:
+        checks = diagnose(app, etcd=etcd, prefix=prefix, app_dir=app_dir)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    problems = [p for c in checks for p in c.problems]
+    if as_json:
+        out = [
+            {"check": c.title, "ok": c.ok, "facts": c.facts, "problems": c.problems} for c in checks
+        ]
+        click.echo(json.dumps({"ok": not problems, "checks": out}, indent=2))
+        sys.exit(1 if problems else 0)
+    width = max(len(c.title) for c in checks)
+    limit = None if show_all else 12
+    for c in checks:
+        facts = c.facts
+        if limit is not None and len(facts) > limit:
+            facts = [*facts[:limit], f"... and {len(facts) - limit} more (--all lists them)"]
+        mark = click.style(" ok ", fg="green") if c.ok else click.style("FIX ", fg="red")
+        lines = facts or [f"{len(c.problems)} to fix, below"]
+        for i, line in enumerate(lines):
+            head = f"{mark} {c.title.ljust(width)}" if i == 0 else " " * (5 + width)
+            click.echo(f"{head}  {line}".rstrip())
+    if problems:
+        click.echo("\nTo fix:")
+        for n, problem in enumerate(problems, 1):
+            click.echo(f"  {n}. {problem}")
+        sys.exit(1)
+    click.echo("\nNothing to fix.")
 
 
 def _rewrites(values: Sequence[str]) -> tuple[Any, ...]:

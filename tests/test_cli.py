@@ -201,3 +201,57 @@ def test_edge_nginx_rejects_a_bad_rewrite(mesh: list[str]) -> None:
     code, out = run("edge", "nginx", "--no-check", "--rewrite", "users", *mesh)
     assert code == 2
     assert "SERVICE:PUBLIC=INTERNAL" in out
+
+
+def test_routes_watch_redraws_when_a_record_is_added_and_removed(
+    etcd_server: EtcdServer, mesh_prefix: str
+) -> None:
+    import queue
+    import threading
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshware.cli", "routes", "--watch"]
+        + ["--etcd", etcd_server.endpoint, "--prefix", mesh_prefix],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def screen_with(text: str, timeout: float = 10.0) -> list[str]:
+        """The lines up to and including the first screen that shows ``text``."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            seen.append(line)
+            if text in line:
+                return seen
+        raise AssertionError(f"{text!r} never shown; output:\n" + "\n".join(seen))
+
+    record = InstanceRecord(
+        "inventory", "i1", "http://127.0.0.1:8009", (RouteSpec("/stock/{sku}", ("GET",)),)
+    )
+    key = instance_key(mesh_prefix, "inventory", "i1")
+    try:
+        first = screen_with("(no routes yet")
+        assert "etcd connected" in "\n".join(first)
+        with EtcdClient(etcd_server.endpoint) as client:
+            client.put(key, record.encode())
+            added = screen_with("/stock/{sku}")
+            assert added[-1].split() == ["GET", "/stock/{sku}", "inventory", "1"]
+            client.delete(key)
+        screen_with("(no routes yet")  # redrawn again when it leaves
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
