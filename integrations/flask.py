@@ -198,4 +198,4 @@ def _graceful_reloader_parent() -> None:
     current = getattr(_reloader, "subprocess", None)
     if current is None or isinstance(current, _GracefulSubprocess):
         return
-    setattr(_reloader, "subprocess", _GracefulSubprocess(current))
+    setattr(_reloader, "subprocess", _GracefulSubprocess(current))  # noqa: B010 (not exported)

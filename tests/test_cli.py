@@ -211,8 +211,17 @@ def test_routes_watch_redraws_when_a_record_is_added_and_removed(
     import time
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meshware.cli", "routes", "--watch"]
-        + ["--etcd", etcd_server.endpoint, "--prefix", mesh_prefix],
+        [
+            sys.executable,
+            "-m",
+            "meshware.cli",
+            "routes",
+            "--watch",
+            "--etcd",
+            etcd_server.endpoint,
+            "--prefix",
+            mesh_prefix,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -166,9 +166,9 @@ def test_etcd_down_is_the_first_thing_to_fix() -> None:
 
 
 def test_importing_for_the_doctor_never_registers(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_meshware
     from flask import Flask
 
+    import pytest_meshware
     from meshware._member import registration_suppressed
     from meshware.integrations.flask import Mesh
 
