@@ -15,6 +15,7 @@ from ._core.call import Call, Observer
 from ._core.policy import ClientPolicy
 from ._core.retry import RESPONSE
 from ._core.table import Instance, RoutingTable
+from ._pool import install_async
 from ._transport_base import (
     MESH_SCHEME,
     MeshSource,
@@ -110,13 +111,11 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
         if self.hooks is not None:
             sleep = sleep or self.hooks.asleep
             self._factory = self._factory or self.hooks.async_transport
-        if limits is not None:
-            self.shard_size = 0  # the user's limits hold for the whole instance: one pool
         self._sleep = sleep or anyio.sleep
         self._plain: httpx.AsyncBaseTransport | None = None
 
     def _make_transport(self, instance: Instance) -> httpx.AsyncBaseTransport:
-        return httpx.AsyncHTTPTransport(**self._transport_args())
+        return install_async(httpx.AsyncHTTPTransport(**self._transport_args()))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a live instance of the service that serves it (with retries)."""
@@ -158,9 +157,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
                     attempt = self._attempt(request, pool, call, self.clock())
                 except Exception as exc:  # the instance cannot be dialed: its failure
                     raise undialable(stats.url, exc) from exc
-                response = await pool.for_load(stats.inflight, self._lock).handle_async_request(
-                    attempt
-                )
+                response = await pool.transport.handle_async_request(attempt)
             except httpx.TransportError as exc:
                 stats.released()
                 if not retryable_error(exc):
@@ -206,7 +203,7 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
     async def aclose(self) -> None:
         """Close every instance's pool (and the pass-through transport)."""
         with self._lock:
-            transports = [t for p in self.pools.values() for t in p.shards]
+            transports = [p.transport for p in self.pools.values()]
             transports += [t for _, t in self._retired]
             self.pools.clear()
             self._retired.clear()

@@ -13,6 +13,7 @@ from ._core.call import Call, Observer
 from ._core.policy import ClientPolicy
 from ._core.retry import RESPONSE
 from ._core.table import Instance, RoutingTable
+from ._pool import install
 from ._transport_base import (
     MESH_SCHEME,
     MeshSource,
@@ -105,13 +106,11 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
         if self.hooks is not None:
             sleep = sleep or self.hooks.sleep
             self._factory = self._factory or self.hooks.sync_transport
-        if limits is not None:
-            self.shard_size = 0  # the user's limits hold for the whole instance: one pool
         self._sleep = sleep or time.sleep
         self._plain: httpx.BaseTransport | None = None
 
     def _make_transport(self, instance: Instance) -> httpx.BaseTransport:
-        return httpx.HTTPTransport(**self._transport_args())
+        return install(httpx.HTTPTransport(**self._transport_args()))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a live instance of the service that serves it (with retries)."""
@@ -155,7 +154,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
                     attempt = self._attempt(request, pool, call, self.clock())
                 except Exception as exc:  # the instance cannot be dialed: its failure
                     raise undialable(stats.url, exc) from exc
-                response = pool.for_load(stats.inflight, self._lock).handle_request(attempt)
+                response = pool.transport.handle_request(attempt)
             except httpx.TransportError as exc:
                 with lock:
                     stats.released()
@@ -210,7 +209,7 @@ class MeshTransport(TransportBase[httpx.BaseTransport], httpx.BaseTransport):
     def close(self) -> None:
         """Close every instance's pool (and the pass-through transport)."""
         with self._lock:
-            transports = [t for p in self.pools.values() for t in p.shards]
+            transports = [p.transport for p in self.pools.values()]
             transports += [t for _, t in self._retired]
             self.pools.clear()
             self._retired.clear()

@@ -48,7 +48,6 @@ from ._urls import InstanceURL
 __all__ = ["MESH_SCHEME", "MeshSource", "TransportBase", "default_limits", "undialable"]
 
 MESH_SCHEME = "mesh"
-SHARD_SIZE = 4  # requests in flight per connection pool of one instance (see Pool)
 
 T = TypeVar("T")
 
@@ -66,53 +65,24 @@ class _Static:
 
 
 def default_limits() -> httpx.Limits:
-    """Per-instance pool limits: a small pool each (httpcore slows down with big pools)."""
-    return httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=5.0)
+    """Per-instance connection limits (one :class:`~meshware._pool.FastPool` per instance)."""
+    return httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=5.0)
 
 
 class Pool(Generic[T]):
-    """One instance's URL and its transports.
+    """One instance's URL, its statistics and its transport.
 
-    httpcore's cost per request grows with the number of connections in one pool (it scans
-    them all, polling idle sockets, on every request: DESIGN §5), so under load an instance's
-    connections are spread over *shards*, transports of about ``shard_size`` requests in flight
-    each (:meth:`for_load`). ``shard_size=0`` keeps one transport (user-supplied transport
-    factories, or explicit ``limits`` that must hold for the whole instance).
+    The default transports keep an instance's connections in a :class:`~meshware._pool.FastPool`
+    (a free list: O(1) per request however many connections are open), so one transport per
+    instance serves any load; ``limits`` hold for the whole instance.
     """
 
-    __slots__ = ("_grow", "_turn", "shard_size", "shards", "stats", "url")
+    __slots__ = ("stats", "transport", "url")
 
-    MAX_SHARDS = 8
-
-    def __init__(
-        self, url: InstanceURL, make: Callable[[], T], shard_size: int, stats: InstanceStats
-    ) -> None:
+    def __init__(self, url: InstanceURL, transport: T, stats: InstanceStats) -> None:
         self.url = url
         self.stats = stats  # its in-flight count says when a retired pool may be closed
-        self.shards: list[T] = [make()]
-        self.shard_size = shard_size
-        self._grow = make
-        self._turn = 0
-
-    def for_load(self, inflight: int, lock: threading.Lock) -> T:
-        """The transport for a request that makes ``inflight`` requests in flight here.
-
-        There are as many shards as the highest load seen needs (``inflight / shard_size``,
-        rounded up, at most :attr:`MAX_SHARDS`), and requests take them in turn, so each holds
-        about the same share of the connections (picking by load alone lets the first shards'
-        connections pile up as requests end out of order).
-        """
-        shards = self.shards
-        if not self.shard_size:
-            return shards[0]
-        needed = min(-(-inflight // self.shard_size), self.MAX_SHARDS)
-        if needed > len(shards):
-            with lock:
-                while len(self.shards) < needed:
-                    self.shards.append(self._grow())
-            shards = self.shards
-        self._turn += 1
-        return shards[self._turn % len(shards)]
+        self.transport = transport
 
 
 def classify(exc: httpx.TransportError) -> int:
@@ -184,6 +154,44 @@ def _fields_match() -> bool:
 new_request = _request_by_fields if _fields_match() else _request_by_init
 
 
+def _headers_for(headers: httpx.Headers, host: bytes, host_text: str) -> httpx.Headers:
+    """A copy of ``headers`` with ``Host: host`` (httpx puts Host first: no search needed)."""
+    out = _NEW(httpx.Headers)
+    items = headers._list.copy()
+    out._list = items
+    out._encoding = headers._encoding
+    if items and items[0][1] == b"host":
+        items[0] = (items[0][0], b"host", host)
+    else:
+        out["host"] = host_text
+    return out
+
+
+def _headers_by_copy(headers: httpx.Headers, host: bytes, host_text: str) -> httpx.Headers:
+    out = headers.copy()
+    out["host"] = host_text
+    return out
+
+
+def _headers_match() -> bool:
+    """Does :func:`_headers_for` build what ``copy()`` and ``["host"] = ...`` build? (at import)"""
+    try:
+        src = httpx.Request("GET", "mesh:///x", headers={"a": "b", "Host": "y"}).headers
+        fast = _headers_for(src, b"h:1", "h:1")
+        slow = _headers_by_copy(src, b"h:1", "h:1")
+        return (
+            vars(httpx.Headers()).keys() == {"_list", "_encoding"}
+            and fast.raw == slow.raw
+            and fast.encoding == slow.encoding
+            and src["host"] == "y"
+        )
+    except Exception:  # pragma: no cover - a future httpx
+        return False
+
+
+headers_for = _headers_for if _headers_match() else _headers_by_copy
+
+
 def _cap_timeouts(current: object, cap: float) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     src = current if isinstance(current, dict) else {}
@@ -251,7 +259,6 @@ class TransportBase(Generic[T]):
         self._table: RoutingTable | None = None
         self._by_service: tuple[RoutingTable | None, dict[str, tuple[Instance, ...]]] = (None, {})
         self._lock = threading.Lock()
-        self.shard_size = SHARD_SIZE
         self._http: dict[str, Any] = {}  # httpx transport arguments (set by the twins)
         self._ssl: Any = None
 
@@ -284,7 +291,7 @@ class TransportBase(Generic[T]):
             self.engine.forget_except(urls)
             for url in [u for u in self.pools if u not in urls]:
                 pool = self.pools.pop(url)
-                self._retired.extend((pool.stats, t) for t in pool.shards)
+                self._retired.append((pool.stats, pool.transport))
             self._table = table
             closable = [t for s, t in self._retired if s.inflight == 0]
             self._retired = [(s, t) for s, t in self._retired if s.inflight > 0]
@@ -371,15 +378,8 @@ class TransportBase(Generic[T]):
                 if pool is None:
                     instance = Instance(stats.service, stats.url, "serving", ())
                     factory = self._factory
-                    if factory is None:
-                        pool = Pool(
-                            InstanceURL(stats.url),
-                            lambda: self._make_transport(instance),
-                            self.shard_size,
-                            stats,
-                        )
-                    else:
-                        pool = Pool(InstanceURL(stats.url), lambda: factory(instance), 0, stats)
+                    made = self._make_transport(instance) if factory is None else factory(instance)
+                    pool = Pool(InstanceURL(stats.url), made, stats)
                     self.pools[stats.url] = pool
         return pool
 
@@ -390,8 +390,8 @@ class TransportBase(Generic[T]):
     ) -> httpx.Request:
         """The request for one attempt: the instance's URL, Host, timeouts, deadline header."""
         timeout = call.attempt_timeout(now)
-        headers = request.headers.copy()
-        headers["host"] = pool.url.host_header
+        url = pool.url
+        headers = headers_for(request.headers, url.host_raw, url.host_header)
         extensions = request.extensions
         if call.deadline is not None and self.policy.propagate_deadline:
             left = call.deadline - now
@@ -402,7 +402,7 @@ class TransportBase(Generic[T]):
             if timeout is not None:
                 extensions["timeout"] = _cap_timeouts(extensions.get("timeout"), timeout)
         return new_request(
-            request.method, pool.url.join(request.url), headers, request.stream, extensions
+            request.method, url.join(request.url), headers, request.stream, extensions
         )
 
     def _finished(self, call: Call, outcome: str) -> None:

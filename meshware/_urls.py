@@ -21,7 +21,7 @@ __all__ = ["InstanceURL"]
 class InstanceURL:
     """An instance's base URL, ready to be joined with request paths."""
 
-    __slots__ = ("_prefix", "_ref", "base", "host_header")
+    __slots__ = ("_parts", "_prefix", "_ref", "base", "host_header", "host_raw")
 
     def __init__(self, url: str) -> None:
         self.base = httpx.URL(url)
@@ -30,24 +30,31 @@ class InstanceURL:
                 f"instance URL {url!r} is not an absolute http:// or https:// URL"
             )
         self._prefix = self.base.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")
-        self.host_header = self.base.netloc.decode("ascii")
+        self.host_raw: bytes = self.base.netloc
+        self.host_header = self.host_raw.decode("ascii")
         ref: Any = getattr(self.base, "_uri_reference", None)
         self._ref: Any = ref if _FAST else None
+        # scheme, userinfo, host, port of the instance: the first fields of every attempt URL
+        self._parts: tuple[Any, ...] = tuple(ref)[:4] if self._ref is not None else ()
 
     def join(self, request_url: httpx.URL) -> httpx.URL:
         """This instance's URL for the path and query of ``request_url``."""
         ref = self._ref
         src: Any = getattr(request_url, "_uri_reference", None) if ref is not None else None
         if src is not None:
-            out = httpx.URL.__new__(httpx.URL)
-            out._uri_reference = ref._replace(
-                path=self._prefix + (src.path or "/"), query=src.query, fragment=None
+            out = _new(httpx.URL)
+            out._uri_reference = _new_tuple(
+                type(ref), (*self._parts, self._prefix + (src.path or "/"), src.query, None)
             )
             return out
         raw = request_url.raw_path
         if self._prefix:
             raw = self._prefix.encode("ascii") + raw
         return self.base.copy_with(raw_path=raw)
+
+
+_new = object.__new__
+_new_tuple = tuple.__new__
 
 
 def _self_check() -> bool:
@@ -59,7 +66,12 @@ def _self_check() -> bool:
         out._uri_reference = ref._replace(
             path=req._uri_reference.path, query=req._uri_reference.query, fragment=None
         )
-        return str(out) == "http://127.0.0.1:8000/a%20b/c?x=1&y=%2F" and out == httpx.URL(str(out))
+        fields = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+        return (
+            type(ref)._fields == fields
+            and str(out) == "http://127.0.0.1:8000/a%20b/c?x=1&y=%2F"
+            and out == httpx.URL(str(out))
+        )
     except Exception:  # pragma: no cover - a future httpx
         return False
 

@@ -415,10 +415,16 @@ def test_a_probe_that_ends_without_an_outcome_does_not_leave_the_instance_out_fo
 
 
 def test_explicit_limits_hold_for_the_whole_instance() -> None:
+    from meshware._pool import FastPool
+
     with meshware.Client(users_table(1), limits=httpx.Limits(max_connections=2)) as c:
-        assert c.mesh_transport.shard_size == 0
-    with meshware.Client(users_table(1)) as c:
-        assert c.mesh_transport.shard_size > 0
+        transport = c.mesh_transport._pool(
+            c.mesh_transport.engine.stats_list(
+                (), c.mesh_transport.mesh.table.instances("users"), 0.0
+            )[0]
+        ).transport
+        assert isinstance(transport._pool, FastPool)  # type: ignore[attr-defined]
+        assert transport._pool._max_connections == 2  # type: ignore[attr-defined]
 
 
 def test_pools_of_instances_gone_from_the_table_are_closed_even_if_their_stats_were_dropped(
@@ -461,27 +467,3 @@ def test_a_deadline_passing_while_an_attempt_is_prepared_gives_a_positive_timeou
         c.get("/users/1")
     timeouts = inst.seen[0][1].extensions["timeout"]
     assert all(v is not None and v > 0 for v in timeouts.values())
-
-
-def test_an_instances_connections_spread_evenly_over_shards_as_load_grows() -> None:
-    import threading
-    from collections import Counter
-
-    from meshware._core.balance import InstanceStats
-    from meshware._transport_base import Pool
-    from meshware._urls import InstanceURL
-
-    made: list[object] = []
-
-    def make() -> object:
-        made.append(object())
-        return made[-1]
-
-    pool = Pool(InstanceURL("http://10.0.0.1:8000"), make, 4, InstanceStats("users", "u", 0.0))
-    lock = threading.Lock()
-    assert {id(pool.for_load(n, lock)) for n in (1, 2, 3, 4)} == {id(made[0])}  # light: one pool
-    picks = Counter(id(pool.for_load(12, lock)) for _ in range(300))
-    assert len(made) == 3  # 12 in flight: three pools of about 4
-    assert sorted(picks.values()) == [100, 100, 100]  # taken in turn, none piling up
-    pool.for_load(1000, lock)
-    assert len(made) == Pool.MAX_SHARDS
