@@ -134,8 +134,11 @@ class Report:
     dropped_names: set[str] = field(default_factory=set)
     introspection: list[str] = field(default_factory=list)  # warnings / errors of the integration
     mismatches: list[Mismatch] = field(default_factory=list)
+    answers: Counter[str] = field(default_factory=Counter)  # the app's answers to valid probes
 
     def add(self, kind: str | None, probe: Probe, app: Answer, mesh: Answer) -> None:
+        if probe.origin == "valid":
+            self.answers[app.status] += 1
         if kind is None:
             return
         if kind == "refused" and app.route in {n.rsplit(":", 1)[-1] for n in self.dropped_names}:
@@ -160,6 +163,12 @@ class Report:
             out.append(f"   introspection: {note}")
         counts = self.counts()
         out.append("   " + (", ".join(f"{k}={counts[k]}" for k in sorted(counts)) or "no mismatch"))
+        origins = Counter(m.probe.origin for m in self.misroutes())
+        if origins:
+            out.append(
+                "   misroutes by generator: "
+                + ", ".join(f"{k}={v}" for k, v in origins.most_common())
+            )
         by_kind: dict[str, list[Mismatch]] = {}
         for m in self.mismatches:
             by_kind.setdefault(m.kind, []).append(m)
@@ -317,6 +326,7 @@ def flask_answer(app: Flask, probe: Probe) -> Answer:
 
 DOCS = (("openapi_url", "/openapi.json"), ("docs_url", "/docs"), ("redoc_url", "/redoc"))
 MARK = "ROUTE "  # every dummy endpoint's answer starts with it
+FILE_OR_PAGE = {"static": "/app.js", "frontend": "/flows"}
 SHADOW = "@static-"  # in the id of a route meshware does not publish (StaticFiles, frontend)
 
 
@@ -882,7 +892,8 @@ def asgi_route_infos(data: dict[str, Any]) -> list[RouteInfo]:
             elif kind in ("static", "frontend"):
                 out.append(
                     RouteInfo(
-                        pieces_of(prefix + node["path"].rstrip("/") + "/app.js"),
+                        # a file for StaticFiles; a page (index.html fallback) for a frontend
+                        pieces_of(prefix + node["path"].rstrip("/") + FILE_OR_PAGE[kind]),
                         ("GET",),
                         host=host,
                     )

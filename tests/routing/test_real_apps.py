@@ -48,6 +48,41 @@ def test_every_rule_of_the_app_gets_probes_and_answers(project: str) -> None:
     assert result.published > 0 or routed
 
 
+@pytest.mark.parametrize("project", PROJECTS)
+def test_the_app_dispatches_the_valid_path_of_nearly_every_rule(project: str) -> None:
+    """Guards the harness: an app built wrong (every path a 404) would agree with anything."""
+    answers = report(project).answers
+    assert answers["route"] >= 0.95 * sum(answers.values()), answers
+
+
+A, B = diff.Answer("route", "a"), diff.Answer("route", "b")
+NOT_FOUND, NOT_ALLOWED = diff.Answer("404"), diff.Answer("405")
+STATIC = diff.Answer("route", "static", shadow=True)
+
+
+@pytest.mark.parametrize(
+    ("app", "mesh", "target", "kind"),
+    [
+        (A, A, None, None),
+        (A, B, None, "wrong-route"),
+        (A, diff.Answer("route", "a", (("x", "1"),)), None, "wrong-params"),
+        (A, NOT_FOUND, None, "refused"),
+        (NOT_FOUND, A, None, "routed-404"),
+        (NOT_ALLOWED, A, None, "routed-405"),
+        (NOT_FOUND, NOT_ALLOWED, None, "allowed-differs"),
+        (STATIC, NOT_FOUND, None, None),  # a shadow: meshware must not route it, refusing is right
+        (STATIC, A, None, "shadow-taken"),
+        (diff.Answer("redirect", target="/a/"), A, A, "redirect-agrees"),
+        (diff.Answer("redirect", target="/a/"), B, A, "redirect-elsewhere"),
+        (diff.Answer("redirect", target="/a/"), NOT_FOUND, A, "redirect-refused"),
+    ],
+)
+def test_disagreements_are_classified(
+    app: diff.Answer, mesh: diff.Answer, target: diff.Answer | None, kind: str | None
+) -> None:
+    assert diff.classify(app, mesh, lambda path: target or NOT_FOUND) == kind
+
+
 @pytest.mark.xfail(reason=REDESIGN, strict=False)
 @pytest.mark.parametrize("project", PROJECTS)
 def test_the_record_of_every_real_app_is_accepted(project: str) -> None:
