@@ -24,6 +24,8 @@ setting (argument)              environment / app.config   default
                                                            before the server stops)
 ``strict``                      MESHWARE_STRICT            ``false``
 (every reader)                  MESHWARE_ALLOWED_NETWORKS  anything but link-local / metadata
+``record_schema``               MESHWARE_RECORD_SCHEMA     ``2`` (routes in a shared route set;
+                                                           ``1``: inline, for a migration)
 ==============================  =========================  =====================================
 """
 
@@ -230,6 +232,7 @@ class MemberSettings:
     drain_delay: float = 0.25
     strict: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    record_schema: int = 2
 
     @classmethod
     def load(
@@ -274,6 +277,7 @@ class MemberSettings:
             drain_delay=src.number("drain_delay", 0.25, low=0, high=600),
             strict=src.flag("strict", False),
             labels=dict(labels or {}),
+            record_schema=_record_schema(src),
         )
 
 
@@ -295,3 +299,17 @@ def install_address_policy(env: Mapping[str, str] | None = None) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc), setting="MESHWARE_ALLOWED_NETWORKS") from None
     set_address_policy(policy)
+
+
+def _record_schema(src: _Sources) -> int:
+    got = src.get("record_schema")
+    if got is None:
+        return 2
+    value, where = got
+    if str(value).strip() not in ("1", "2"):
+        raise ConfigError(
+            f"{where} must be 1 (routes inline in each record) or 2 (a shared route set), "
+            f"got {value!r}",
+            setting=where,
+        )
+    return int(str(value).strip())

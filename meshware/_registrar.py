@@ -11,6 +11,10 @@ Design notes
 * Shutdown is ordered so deploys lose no request: ``drain()`` marks the record ``draining``
   (clients stop picking it within milliseconds, in-flight requests go on), ``withdraw()`` deletes
   it and revokes the lease.
+* Schema 2 (the default; ``schema=1`` keeps the old inline records during a migration): the
+  routes are published once per service and content as a route set that every instance using it
+  keeps alive (:mod:`meshware._routesets_writer`); the record only names it, so joining,
+  draining and leaving cost every watcher a few hundred bytes.
 * After ``fork()`` a child must not touch its parent's lease: :meth:`Registrar.forget` drops the
   inherited state without any I/O.
 """
@@ -24,7 +28,9 @@ from collections.abc import Callable
 
 from ._core.backoff import full_jitter
 from ._core.records import InstanceRecord, instance_key
+from ._core.routesets import RECORD_SCHEMA, encode_record, encode_routeset
 from ._errors import EtcdAuthError, LeaseLost, MeshError, RegistryError, RegistryUnavailable
+from ._routesets_writer import DEFAULT_ROUTESET_TTL, RouteSetHolder
 from .registry.base import Registry
 
 __all__ = ["Registrar"]
@@ -44,9 +50,17 @@ class Registrar:
         ttl: int,
         rng: random.Random | None = None,
         on_registered: Callable[[InstanceRecord], None] | None = None,
+        schema: int = RECORD_SCHEMA,
+        routeset_ttl: int = DEFAULT_ROUTESET_TTL,
     ) -> None:
         self.registry = registry
         self.record = record
+        # schema 2: the routes go to a shared route set, the record only names it
+        self.routeset = (
+            RouteSetHolder(registry, encode_routeset(record), prefix=prefix, ttl=routeset_ttl)
+            if schema == RECORD_SCHEMA
+            else None
+        )
         self.key = instance_key(prefix, record.service, record.instance_id)
         self.ttl = ttl
         self.lease = 0
@@ -78,7 +92,7 @@ class Registrar:
             self.record = self.record.with_state("draining")
             if self.lease:
                 try:
-                    self.registry.put(self.key, self.record.encode(), lease=self.lease)
+                    self.registry.put(self.key, self._encode(), lease=self.lease)
                 except MeshError as exc:
                     log.warning("could not mark %s draining: %s", self.key, exc)
 
@@ -112,13 +126,20 @@ class Registrar:
 
     # ------------------------------------------------------------------ internals
 
+    def _encode(self) -> bytes:
+        if self.routeset is None:
+            return self.record.encode()
+        return encode_record(self.record, self.routeset.routeset)
+
     def _try_register(self) -> bool:
         with self._lock:
             if self._stopped.is_set():
                 return False
             try:
+                if self.routeset is not None:
+                    self.routeset.publish()  # before the record that names it
                 lease = self.registry.grant(self.ttl)
-                self.registry.put(self.key, self.record.encode(), lease=lease)
+                self.registry.put(self.key, self._encode(), lease=lease)
             except RegistryError as exc:
                 self._fail(exc)
                 return False
@@ -149,6 +170,8 @@ class Registrar:
                 return False
             try:
                 self.registry.keepalive(lease)
+                if self.routeset is not None:
+                    self.routeset.refresh()  # every third of the set's TTL
             except LeaseLost:
                 log.warning("lease for %s was lost; registering again", self.key)
                 self.lease = 0

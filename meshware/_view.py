@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core.backoff import full_jitter
+from ._core.routesets import Assembler
 from ._core.table import Resolution, RoutingTable, Update
 from ._errors import (
     EtcdCompacted,
@@ -65,6 +66,7 @@ class MeshView:
         self.registry = registry
         self.prefix = prefix.rstrip("/")
         self.table = RoutingTable.empty(self.prefix)
+        self._assembler = Assembler(self.prefix)  # joins schema-2 records with their route sets
         self._rng = rng or random.Random()
         self._on_change = on_change
         self._stop = threading.Event()
@@ -201,7 +203,9 @@ class MeshView:
 
     def _apply(self, table: RoutingTable, update: Update) -> RoutingTable:
         try:
-            return table.apply(update)
+            for change in self._assembler.feed(update):  # schema-2 records joined with their sets
+                table = table.apply(change)
+            return table
         except Exception:  # a bug: cost only this update, never stall the view on it
             log.exception("meshware could not apply a registry update (%r); skipping it", update)
             return table

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from ._config import EtcdSettings
+from ._core.routesets import assemble
 from ._core.table import RoutingTable
 from ._errors import ConfigError, MeshError, NoRouteError, RegistryUnavailable
 
@@ -56,7 +57,7 @@ def _load_table(etcd: str | None, prefix: str | None) -> RoutingTable:
         sys.exit(3)
     finally:
         registry.close()
-    table = RoutingTable.empty(settings.prefix).apply(snapshot)
+    table = RoutingTable.empty(settings.prefix).apply(assemble(settings.prefix, snapshot))
     for problem in table.rejected.values():
         click.echo(f"warning: skipping {problem}", err=True)
     return table
@@ -224,6 +225,7 @@ def instances(service: str | None, etcd: str | None, prefix: str | None, as_json
             "version": i.version,
             "zone": i.zone,
             "weight": i.weight,
+            "routesets": [records[r].routeset for r in i.records if r in records],  # None: inline
         }
         for i in found
     ]

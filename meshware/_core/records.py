@@ -186,6 +186,7 @@ class InstanceRecord:
     pid: int | None = None
     hostname: str | None = None
     started_at: float | None = None
+    routeset: str | None = None  # the digest of the route set it was published with (schema 2)
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""

@@ -58,12 +58,19 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One raw key/value from the registry, with etcd's revisions."""
+    """One raw key/value from the registry, with etcd's revisions.
+
+    ``lease`` is the key's lease (0: none, or not known). ``decoded`` is set by the route-set
+    assembler (:mod:`meshware._core.routesets`) when it has already read the record: the record
+    itself, or why it cannot be used; the table then uses it instead of decoding ``value``.
+    """
 
     key: str
     value: bytes
     create_revision: int = 0
     mod_revision: int = 0
+    lease: int = 0
+    decoded: InstanceRecord | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,9 +523,11 @@ class RoutingTable:
                 f"bad mesh record at {entry.key!r}: key is not <prefix>/v1/instances/<service>/<id>"
             )
         try:
-            record = InstanceRecord.decode(entry.key, entry.value)
+            record = entry.decoded or InstanceRecord.decode(entry.key, entry.value)
         except BadRecord as exc:
             return str(exc)
+        if isinstance(record, str):  # the assembler's verdict (route set missing or bad)
+            return record
         if (record.service, record.instance_id) != where:
             return (
                 f"bad mesh record at {entry.key!r}: it names service {record.service!r} and "

@@ -127,6 +127,13 @@ class AsyncEtcdClient:
         """Write ``value`` at ``key``, under ``lease`` if not 0 (:class:`LeaseLost` if gone)."""
         return await self._call(p.put_request(key, value, lease=lease))
 
+    async def create(self, key: str, value: bytes | str, *, lease: int = 0) -> p.CreateResult:
+        """Write ``value`` at ``key`` only if the key does not exist yet (a transaction).
+
+        ``created`` tells whether it did; if not, ``existing`` is the key as it is.
+        """
+        return await self._call(p.create_request(key, value, lease=lease))
+
     async def delete(self, key: str) -> p.DeleteResult:
         """Delete ``key`` (a missing key is fine: ``deleted`` is then 0)."""
         return await self._call(p.delete_request(key))

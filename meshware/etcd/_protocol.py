@@ -57,6 +57,7 @@ from meshware._errors import (
 )
 
 __all__ = [
+    "CreateResult",
     "DeleteResult",
     "KeyValue",
     "LeaseGrant",
@@ -68,6 +69,7 @@ __all__ = [
     "WatchEvent",
     "WatchResponse",
     "authenticate_request",
+    "create_request",
     "delete_request",
     "error_from_answer",
     "lease_grant_request",
@@ -144,6 +146,15 @@ class PutResult:
 
     revision: int
     prev_kv: KeyValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """What a create-if-absent transaction did: ``created``, or the ``existing`` key-value."""
+
+    created: bool
+    revision: int
+    existing: KeyValue | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +287,22 @@ def put_request(
     if prev_kv:
         body["prev_kv"] = True
     return Request("/v3/kv/put", body, _parse_put)
+
+
+def create_request(key: str, value: bytes | str, *, lease: int = 0) -> Request[CreateResult]:
+    """Write ``value`` at ``key`` only if the key does not exist (a transaction on its
+    ``create_revision``); otherwise read the key as it is (a transaction never overwrites)."""
+    put: Json = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        put["lease"] = str(lease)
+    body: Json = {
+        "compare": [
+            {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
+        ],
+        "success": [{"request_put": put}],
+        "failure": [{"request_range": {"key": _b64(key)}}],
+    }
+    return Request("/v3/kv/txn", body, _parse_create)
 
 
 def delete_request(key: str, *, prefix: bool = False) -> Request[DeleteResult]:
@@ -416,6 +443,19 @@ def _parse_range(answer: Json) -> RangeResult:
 
 def _parse_put(answer: Json) -> PutResult:
     return PutResult(revision=_revision(answer), prev_kv=_optional_kv(answer, "prev_kv"))
+
+
+def _parse_create(answer: Json) -> CreateResult:
+    created = _field(answer, "succeeded", bool, False)  # omitted when false
+    existing = None
+    if not created:
+        for response in _list(answer, "responses"):
+            if not isinstance(response, dict):
+                raise _Malformed(f"a txn response should be an object, not {response!r:.80}")
+            kvs = _list(_obj(response, "response_range"), "kvs")
+            if kvs:
+                existing = _kv(kvs[0])
+    return CreateResult(created=created, revision=_revision(answer), existing=existing)
 
 
 def _parse_delete(answer: Json) -> DeleteResult:

@@ -137,6 +137,13 @@ class EtcdClient:
         """
         return self._call(p.put_request(key, value, lease=lease))
 
+    def create(self, key: str, value: bytes | str, *, lease: int = 0) -> p.CreateResult:
+        """Write ``value`` at ``key`` only if the key does not exist yet (a transaction).
+
+        ``created`` tells whether it did; if not, ``existing`` is the key as it is.
+        """
+        return self._call(p.create_request(key, value, lease=lease))
+
     def delete(self, key: str) -> p.DeleteResult:
         """Delete ``key`` (a missing key is fine: ``deleted`` is then 0)."""
         return self._call(p.delete_request(key))

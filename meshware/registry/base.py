@@ -10,6 +10,8 @@ the fake cannot drift from the real thing.
 Semantics, as etcd defines them:
 
 * every write bumps one global ``revision``; a key keeps the ``create_revision`` of its creation;
+* ``snapshot`` entries carry each key's ``lease`` (0 for none); ``create`` writes a key only if
+  it does not exist, atomically (etcd: a transaction on ``create_revision == 0``);
 * a key written with a lease is deleted when the lease expires or is revoked (a ``Delete``
   update reaches watchers);
 * ``watch(prefix, start_revision)`` yields batches of :class:`~meshware._core.table.Update`
@@ -23,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from .._core.table import Reset, Update
+from .._core.table import Entry, Reset, Update
 
 __all__ = ["Registry", "Watch"]
 
@@ -61,6 +63,14 @@ class Registry(Protocol):
 
     def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Write a key (under a lease when ``lease`` is not 0); the new revision.
+
+        Raises :class:`~meshware.LeaseLost` when the lease no longer exists.
+        """
+        ...
+
+    def create(self, key: str, value: bytes, *, lease: int = 0) -> Entry | None:
+        """Write a key only if it does not exist (never overwrites): ``None`` when written,
+        else the key as it is (its :attr:`~meshware._core.table.Entry.lease` included).
 
         Raises :class:`~meshware.LeaseLost` when the lease no longer exists.
         """

@@ -80,6 +80,14 @@ class EtcdRegistry:
     def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         return self.client.put(key, value, lease=lease).revision
 
+    def create(self, key: str, value: bytes, *, lease: int = 0) -> Entry | None:
+        result = self.client.create(key, value, lease=lease)
+        if result.created:
+            return None
+        if result.existing is None:  # deleted between the compare and the read: impossible in
+            return Entry(key, b"", 0, 0)  # one txn, but never pretend it was written
+        return _entry(result.existing)
+
     def delete(self, key: str) -> None:
         self.client.delete(key)
 
@@ -136,4 +144,4 @@ class _EtcdWatch:
 
 
 def _entry(kv: KeyValue) -> Entry:
-    return Entry(kv.key, kv.value, kv.create_revision, kv.mod_revision)
+    return Entry(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.lease)

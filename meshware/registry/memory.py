@@ -105,24 +105,37 @@ class MemoryRegistry:
         with self._op():
             self._drop_lease(lease)
 
+    def create(self, key: str, value: bytes, *, lease: int = 0) -> Entry | None:
+        with self._op():
+            if lease and lease not in self._leases:
+                raise LeaseLost(f"lease {lease:x} not found (expired or revoked)")
+            existing = self._kv.get(key)
+            if existing is not None:
+                return existing
+            self._put(key, value, lease)
+            return None
+
     def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         with self._op():
             if lease and lease not in self._leases:
                 raise LeaseLost(f"lease {lease:x} not found (expired or revoked)")
-            self._revision += 1
-            old = self._kv.get(key)
-            create = old.create_revision if old is not None else self._revision
-            entry = Entry(key, bytes(value), create, self._revision)
-            self._kv[key] = entry
-            previous = self._key_lease.pop(key, 0)
-            if previous and previous in self._leases:
-                self._leases[previous].keys.discard(key)
-            if lease:
-                self._key_lease[key] = lease
-                self._leases[lease].keys.add(key)
-            self._history.append(Upsert(entry, self._revision))
-            self._cond.notify_all()
-            return self._revision
+            return self._put(key, value, lease)
+
+    def _put(self, key: str, value: bytes, lease: int) -> int:
+        self._revision += 1
+        old = self._kv.get(key)
+        create = old.create_revision if old is not None else self._revision
+        entry = Entry(key, bytes(value), create, self._revision, lease)
+        self._kv[key] = entry
+        previous = self._key_lease.pop(key, 0)
+        if previous and previous in self._leases:
+            self._leases[previous].keys.discard(key)
+        if lease:
+            self._key_lease[key] = lease
+            self._leases[lease].keys.add(key)
+        self._history.append(Upsert(entry, self._revision))
+        self._cond.notify_all()
+        return self._revision
 
     def delete(self, key: str) -> None:
         with self._op():

@@ -68,6 +68,8 @@ def check_registry(
         _keepalive_of_an_unknown_lease_is_lease_lost,
         _put_with_an_unknown_lease_is_lease_lost,
         _expired_lease_deletes_keys,
+        _create_never_overwrites,
+        _route_sets_join_their_records,
     ]
     if compact is not None:
         checks.append(_watch_below_compaction_raises)
@@ -154,6 +156,51 @@ def _put_with_an_unknown_lease_is_lease_lost(registry: Registry, prefix: str) ->
     except LeaseLost:
         return
     raise AssertionError("put under a revoked lease must raise LeaseLost")
+
+
+def _create_never_overwrites(registry: Registry, prefix: str) -> None:
+    lease = registry.grant(30)
+    assert registry.create(prefix + "k", b"first", lease=lease) is None, "create writes a new key"
+    existing = registry.create(prefix + "k", b"second")
+    assert existing is not None, "create must not overwrite an existing key"
+    assert (existing.value, existing.lease) == (b"first", lease), "create returns the key as is"
+    (entry,) = registry.snapshot(prefix).entries
+    assert (entry.value, entry.lease) == (b"first", lease), "snapshots carry each key's lease"
+    registry.revoke(lease)
+    try:
+        registry.create(prefix + "other", b"v", lease=lease)
+    except LeaseLost:
+        return
+    raise AssertionError("create under a revoked lease must raise LeaseLost")
+
+
+def _route_sets_join_their_records(registry: Registry, prefix: str) -> None:
+    """A member publishing a schema-2 record (a route set and a small record) is routable."""
+    from .._core.records import InstanceRecord, RouteSpec
+    from .._core.routesets import assemble
+    from .._core.table import RoutingTable
+    from .._registrar import Registrar
+
+    base = prefix.rstrip("/")
+    routes = (RouteSpec("/conformance/{id:int}", ("GET",)),)
+    registrars = [
+        Registrar(
+            registry, InstanceRecord("svc", f"i{n}", f"http://h{n}:80", routes), prefix=base, ttl=30
+        )
+        for n in range(2)
+    ]
+    for registrar in registrars:
+        assert registrar.start(), "a schema-2 member registers"
+    try:
+        table = RoutingTable.empty(base).apply(assemble(base, registry.snapshot(prefix)))
+        assert table.rejected == {}, table.rejected
+        found = table.resolve("GET", "/conformance/7")
+        assert len(found.instances) == 2, found.instances
+        sets = [e for e in registry.snapshot(base + "/v1/routesets/").entries]
+        assert len(sets) == 1, "instances with the same routes share one route set"
+    finally:
+        for registrar in registrars:
+            registrar.withdraw()
 
 
 def _expired_lease_deletes_keys(

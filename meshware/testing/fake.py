@@ -45,6 +45,7 @@ import httpx
 
 from .._core.policy import ClientPolicy
 from .._core.records import InstanceRecord, RouteSpec, Routing, instance_key, validate_service_name
+from .._core.routesets import assemble
 from .._core.table import Instance, RoutingTable
 from .._core.templates import parse_template
 from .._errors import ConfigError, RegistryUnavailable
@@ -234,7 +235,8 @@ class FakeMesh:
                 self.registry.expire_leases()
                 revision = self.registry.revision
                 if revision != self._revision:
-                    self._table = self._table.apply(self.registry.snapshot(self.prefix + "/"))
+                    snapshot = self.registry.snapshot(self.prefix + "/")
+                    self._table = self._table.apply(assemble(self.prefix, snapshot))
                     self._revision = revision
             except RegistryUnavailable:
                 pass

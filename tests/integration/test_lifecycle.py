@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -141,15 +142,24 @@ def test_etcdctl_shows_the_documented_record(
     key, value = out.stdout.splitlines()[:2]
     record = json.loads(value)
     assert key == f"{servers.prefix}/v1/instances/users/{record['instance']}"
-    header = {k: record[k] for k in ("schema", "service", "state", "framework", "routing")}
-    assert header == {
-        "schema": 1,
-        "service": "users",
-        "state": "serving",
-        "framework": "flask",
-        "routing": "specificity",
-    }
-    user_route = next(r for r in record["routes"] if r["template"] == "/users/{user_id:int}")
+    header = {k: record[k] for k in ("schema", "service", "state", "framework")}
+    assert header == {"schema": 2, "service": "users", "state": "serving", "framework": "flask"}
+    assert "routes" not in record  # they are in the route set the record names
+    ref = record["routeset"]
+    out = etcd_server.etcdctl(
+        "get", "--prefix", f"{servers.prefix}/v1/routesets/users/{ref['digest']}/"
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"{servers.prefix}/v1/routesets/users/{ref['digest']}/0000"
+    routeset = json.loads(lines[1])
+    assert (routeset["schema"], routeset["service"], routeset["routing"]) == (
+        2,
+        "users",
+        "specificity",
+    )
+    assert ref["size"] == len(lines[1].encode())
+    assert ref["digest"] == hashlib.sha256(lines[1].encode()).hexdigest()
+    user_route = next(r for r in routeset["routes"] if r["template"] == "/users/{user_id:int}")
     assert user_route == {
         "template": "/users/{user_id:int}",
         "methods": ["GET", "HEAD", "OPTIONS"],

@@ -36,7 +36,8 @@ def test_memory_registry_conforms() -> None:
     ran = check_registry(
         lambda: MemoryRegistry(clock=clock), wait_lease_expiry=expire, compact=compact
     )
-    assert len(ran) == 8
+    assert len(ran) == 10
+    assert {"create_never_overwrites", "route_sets_join_their_records"} <= set(ran)
 
 
 def test_etcd_registry_conforms(etcd_server: EtcdServer) -> None:
@@ -63,4 +64,5 @@ def test_etcd_registry_conforms(etcd_server: EtcdServer) -> None:
         wait_lease_expiry=expire,
         compact=compact,
     )
-    assert len(ran) == 8
+    assert len(ran) == 10
+    assert {"create_never_overwrites", "route_sets_join_their_records"} <= set(ran)
