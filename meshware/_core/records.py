@@ -249,8 +249,11 @@ class InstanceRecord:
         return cls.from_json(key, data)
 
     @classmethod
-    def from_json(cls, key: str, data: object) -> InstanceRecord:
-        """Validate a decoded JSON value; raise :class:`~meshware.BadRecord` if unusable."""
+    def from_json(cls, key: str, data: object, *, max_routes: int = MAX_ROUTES) -> InstanceRecord:
+        """Validate a decoded JSON value; raise :class:`~meshware.BadRecord` if unusable.
+
+        ``max_routes``: the route-count bound (a route set has its own, larger one).
+        """
         from .templates import parse_template  # local: templates imports nothing from here
 
         if not isinstance(data, dict):
@@ -294,8 +297,8 @@ class InstanceRecord:
                 f"{MAX_FIELD_LENGTH} characters, without control characters",
             )
         raw_routes = _field(key, data, "routes", list)
-        if len(raw_routes) > MAX_ROUTES:
-            raise BadRecord(key, f"{len(raw_routes)} routes, more than MAX_ROUTES ({MAX_ROUTES})")
+        if len(raw_routes) > max_routes:
+            raise BadRecord(key, f"{len(raw_routes)} routes, more than the bound ({max_routes})")
         routes = []
         for i, raw in enumerate(raw_routes):
             route = _route_from_json(key, i, raw)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import BadRecord
-from .records import InstanceRecord, instances_prefix
+from .records import InstanceRecord, _check_tree, instances_prefix
 from .table import Delete, Entry, Reset, Update, Upsert
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "MAX_CHUNK_BYTES",
     "MAX_RECORD_BYTES",
     "MAX_SET_BYTES",
+    "MAX_SET_ROUTES",
     "RECORD_SCHEMA",
     "SET_FIELDS",
     "Assembler",
@@ -91,6 +92,9 @@ MAX_SET_BYTES = 32 * 1024 * 1024
 
 MAX_RECORD_BYTES = 64 * 1024
 """The largest schema-2 instance record a reader accepts (they are a few hundred bytes)."""
+
+MAX_SET_ROUTES = 32_768
+"""The most routes a route set may hold (a schema-1 record: ``records.MAX_ROUTES``)."""
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _INDEX_RE = re.compile(r"^[0-9]{1,4}$")
@@ -336,6 +340,10 @@ class Assembler:
             return entry  # the table says why
         if not isinstance(data, dict) or data.get("schema") != RECORD_SCHEMA:
             return entry
+        try:
+            _check_tree(entry.key, data)  # the records' bounds: depth, valid Unicode
+        except BadRecord as exc:
+            return dataclasses.replace(entry, decoded=str(exc))
         member = self._member(entry, data)
         if isinstance(member, str):
             return dataclasses.replace(entry, decoded=member)
@@ -453,6 +461,10 @@ class Assembler:
             return f"not JSON ({str(exc)[:200]})"
         if not isinstance(content, dict):
             return "not a JSON object"
+        try:
+            _check_tree(member.entry.key, content)
+        except BadRecord as exc:
+            return str(exc).replace(f"bad mesh record at {member.entry.key!r}: ", "")
         service = member.base.service
         if content.get("service") != service:
             return (
@@ -464,7 +476,7 @@ class Assembler:
             return "no 'routes' in the set"
         try:
             full = InstanceRecord.from_json(
-                member.entry.key, {**member.data, "schema": 1, **fields}
+                member.entry.key, {**member.data, "schema": 1, **fields}, max_routes=MAX_SET_ROUTES
             )
         except BadRecord as exc:
             return str(exc).replace(f"bad mesh record at {member.entry.key!r}: ", "")
