@@ -125,7 +125,7 @@ class Member:
             )
             return False
         if _gunicorn_role() == "master":
-            log.info("meshware: gunicorn master (--preload); each worker registers itself")
+            log.info("gunicorn master (--preload); each worker registers itself")
             self._deferred_to_children = True
             return True
         self._launch(socket_wait, background)
@@ -160,8 +160,11 @@ class Member:
         if not self.enabled:
             return
         if os.environ.get("WERKZEUG_SERVER_FD") and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
-            log.info("meshware: werkzeug reloader parent; the serving child registers itself")
-            return
+            # werkzeug sets WERKZEUG_SERVER_FD in `flask run` with and without the reloader:
+            # only its main thread's stack tells a reloader parent (which never serves) apart
+            if _werkzeug_role(wait=5.0) == "reloader":
+                log.info("werkzeug reloader parent; the serving child registers itself")
+                return
         routes = tuple(self._routes())
         pid = os.getpid()
         hostname = socket.gethostname()
@@ -470,6 +473,30 @@ def _gunicorn_role() -> str | None:
             role = "master"
         frame = frame.f_back
     return role
+
+
+def _werkzeug_role(wait: float) -> str | None:
+    """``"reloader"`` in werkzeug's reloader parent, ``"server"`` where werkzeug serves.
+
+    Read from the main thread's stack (``restart_with_reloader`` or ``serve_forever`` in
+    werkzeug), polled for up to ``wait`` seconds while the main thread gets there; ``None``
+    if it never does (then the process registers: better than never registering).
+    """
+    deadline = time.monotonic() + wait
+    main = threading.main_thread().ident
+    while True:
+        frame = sys._current_frames().get(main) if main is not None else None
+        while frame is not None:
+            code = frame.f_code
+            if "werkzeug" in code.co_filename:
+                if code.co_name == "restart_with_reloader":
+                    return "reloader"
+                if code.co_name == "serve_forever":
+                    return "server"
+            frame = frame.f_back
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
 
 
 def _safe(text: str) -> str:

@@ -302,6 +302,19 @@ def test_settings_errors_name_the_setting(servers: Servers) -> None:
     assert b"MESHWARE_LEASE_TTL must be a number of seconds, got 'soon'" in proc.stderr
 
 
+def test_flask_run_without_the_reloader_registers_itself(
+    servers: Servers, mesh: meshware.MeshView
+) -> None:
+    # werkzeug sets WERKZEUG_SERVER_FD without the reloader too: the process must not take
+    # itself for a reloader parent (it used to, and never registered)
+    port = free_port()
+    proc = servers.start("flask", "--app", "users_service", "run", "--port", str(port))
+    table = wait_table(mesh, has_instances("users", 1, records=1), procs=(proc,))
+    ((_, record),) = table.records()
+    assert record.pid == proc.pid
+    assert record.url == f"http://127.0.0.1:{port}"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_flask_debug_reloader_stopped_by_a_signal_leaves_at_once(
     servers: Servers, mesh: meshware.MeshView, sig: signal.Signals
