@@ -159,12 +159,15 @@ class Member:
         url = self._advertise_url(socket_wait)
         if not self.enabled:
             return
-        if os.environ.get("WERKZEUG_SERVER_FD") and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
-            # werkzeug sets WERKZEUG_SERVER_FD in `flask run` with and without the reloader:
-            # only its main thread's stack tells a reloader parent (which never serves) apart
-            if _werkzeug_role(wait=5.0) == "reloader":
-                log.info("werkzeug reloader parent; the serving child registers itself")
-                return
+        # werkzeug sets WERKZEUG_SERVER_FD in `flask run` with and without the reloader: only
+        # its main thread's stack tells a reloader parent (which never serves) apart
+        if (
+            os.environ.get("WERKZEUG_SERVER_FD")
+            and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
+            and _werkzeug_role(wait=5.0) == "reloader"
+        ):
+            log.info("werkzeug reloader parent; the serving child registers itself")
+            return
         routes = tuple(self._routes())
         pid = os.getpid()
         hostname = socket.gethostname()
@@ -321,7 +324,9 @@ class Member:
         mine = Entry(
             instance_key(prefix, record.service, record.instance_id), record.encode(), rev, rev
         )
-        table = RoutingTable.empty(prefix).apply(assemble(prefix, snapshot)).apply(Upsert(mine, rev))
+        table = (
+            RoutingTable.empty(prefix).apply(assemble(prefix, snapshot)).apply(Upsert(mine, rev))
+        )
         return [
             f"{c.method} {c.shape} (held by {c.winner.service})"
             for c in table.conflicts()
