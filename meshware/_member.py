@@ -247,8 +247,10 @@ class Member:
         self.drain()
         registrar, self.registrar = self.registrar, None
         if registrar is not None:
+            registered = bool(registrar.lease)
             registrar.withdraw()
-            log.info("withdrew %s", registrar.key)
+            if registered:
+                log.info("withdrew %s", registrar.key)
         registry, self.registry = self.registry, None
         if registry is not None:
             registry.close()

@@ -338,7 +338,7 @@ class TransportBase(Generic[T]):
             error = not_loaded(method, path) if not_loaded is not None else None
             if error is not None:  # an empty table because etcd never answered: say so
                 error.request = request
-                raise error from exc
+                raise error from None  # the empty table says nothing more
             exc.request = request
             raise
         inherited = current_deadline()

@@ -121,7 +121,7 @@ class MeshView:
         except NoRouteError as exc:
             error = self.not_loaded_error(method, path)
             if error is not None:
-                raise error from exc
+                raise error from None  # the empty table says nothing more
             raise
 
     @property
