@@ -118,7 +118,7 @@ class MeshView:
         """
         try:
             return self.table.resolve(method, path, host=host)
-        except NoRouteError as exc:
+        except NoRouteError:
             error = self.not_loaded_error(method, path)
             if error is not None:
                 raise error from None  # the empty table says nothing more
