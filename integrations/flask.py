@@ -29,6 +29,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from meshware._deadline import DEADLINE_HEADER, enter_from_header, leave
+from meshware._enforce import Enforcer, LimitWSGI
 from meshware._member import Member, RegistryFactory
 
 from ._flask_routes import flask_routes
@@ -112,6 +113,8 @@ class Mesh:
             registry_factory=self.registry_factory,
         )
         app.extensions["meshware"] = self
+        self.enforcer = Enforcer(settings.service, self.member._routes, routing="specificity")
+        app.wsgi_app = LimitWSGI(app.wsgi_app, self.enforcer)  # type: ignore[method-assign]
         app.before_request(self._before_request)
         app.teardown_request(self._teardown_request)
         if self.autostart:

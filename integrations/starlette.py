@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Router
 
 from meshware._deadline import DEADLINE_HEADER, enter_from_header, leave
+from meshware._enforce import Enforcer, LimitMiddleware
 from meshware._member import Member, RegistryFactory
 
 from ._options import load_settings
@@ -119,6 +120,8 @@ class Mesh:
         router.lifespan_context = lifespan
         if isinstance(app, Starlette):
             app.add_middleware(DeadlineMiddleware)
+            self.enforcer = Enforcer(settings.service, member._routes, routing="ordered")
+            app.add_middleware(LimitMiddleware, enforcer=self.enforcer)
         state = getattr(app, "state", None)
         if state is not None:
             state.meshware = self

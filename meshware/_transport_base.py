@@ -33,6 +33,7 @@ from ._core.records import RouteSpec
 from ._core.retry import FAILED, TIMEOUT, UNSENT, parse_retry_after
 from ._core.table import Instance, Resolution, RoutingTable
 from ._deadline import DEADLINE_HEADER, current_deadline
+from ._enforce import CALLER_HEADER, caller_name
 from ._errors import (
     ConfigError,
     DeadlineExceeded,
@@ -192,6 +193,24 @@ def _headers_match() -> bool:
 headers_for = _headers_for if _headers_match() else _headers_by_copy
 
 
+def _add_caller(headers: httpx.Headers, caller: tuple[bytes, bytes, bytes]) -> None:
+    """Add ``X-Meshware-Caller`` unless the request carries one (no lower-casing, no copy)."""
+    items = headers._list
+    lower = caller[1]
+    for item in items:
+        if item[1] == lower:
+            return
+    items.append(caller)
+
+
+def _add_caller_slow(headers: httpx.Headers, caller: tuple[bytes, bytes, bytes]) -> None:
+    if CALLER_HEADER not in headers:
+        headers[CALLER_HEADER] = caller[2].decode("latin-1")
+
+
+add_caller = _add_caller if headers_for is _headers_for else _add_caller_slow
+
+
 def _cap_timeouts(current: object, cap: float) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     src = current if isinstance(current, dict) else {}
@@ -260,6 +279,13 @@ class TransportBase(Generic[T]):
         self._by_service: tuple[RoutingTable | None, dict[str, tuple[Instance, ...]]] = (None, {})
         self._lock = threading.Lock()
         self._http: dict[str, Any] = {}  # httpx transport arguments (set by the twins)
+        # sent to callees, who key their per-client limits by it (meshware._enforce)
+        name = caller_name()
+        self._caller = (
+            None
+            if name is None
+            else (CALLER_HEADER.encode(), CALLER_HEADER.lower().encode(), name.encode("latin-1"))
+        )
         self._ssl: Any = None
 
     # ------------------------------------------------------------------ hooks for the twins
@@ -392,6 +418,8 @@ class TransportBase(Generic[T]):
         timeout = call.attempt_timeout(now)
         url = pool.url
         headers = headers_for(request.headers, url.host_raw, url.host_header)
+        if self._caller is not None:
+            add_caller(headers, self._caller)  # unless the request says (an edge: \"edge\")
         extensions = request.extensions
         if call.deadline is not None and self.policy.propagate_deadline:
             left = call.deadline - now

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .._core.records import ANY_METHOD
 from .._core.table import Instance, RoutingTable
+from .._enforce import CALLER_HEADER, EDGE_CALLER
 from .._errors import ConfigError
 from .public import PublicRoute, Rewrite, public_routes
 
@@ -199,6 +200,8 @@ def _server(
         "    proxy_set_header X-Real-IP $remote_addr;",
     ]
     out += [f'    proxy_set_header {h} "";' for h in HOP_BY_HOP]
+    # set, never passed on: members do not rate-limit again what the edge let in
+    out.append(f"    proxy_set_header {CALLER_HEADER} {EDGE_CALLER};")
     out += [
         "    # targets whose meaning depends on decoding or normalisation: refused outright",
         '    if ($request_uri ~ "^[^/]") { return 400; }',

@@ -22,6 +22,7 @@ import httpx
 from .._core.records import ANY_METHOD
 from .._core.table import Resolution, RoutingTable
 from .._deadline import DEADLINE_HEADER, enter_from_header, leave
+from .._enforce import EDGE_CALLER
 from .._errors import (
     DeadlineExceeded,
     MeshError,
@@ -58,6 +59,7 @@ _UNTRUSTED = frozenset(
         b"x-real-ip",
         b"forwarded",
         b"x-meshware-timeout-ms",
+        b"x-meshware-caller",
     }
 )
 
@@ -229,6 +231,8 @@ class MeshProxy:
                 continue
             out.append((k, v))
         client = scope.get("client")
+        if self.public_only:  # members do not rate-limit again what an edge let in
+            out.append((b"x-meshware-caller", EDGE_CALLER.encode()))
         if self.public_only or not any(k == b"x-forwarded-for" for k, _ in out):
             if client:
                 out.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))

@@ -35,8 +35,12 @@ def member(etcd: EtcdServer, prefix: str, url: str) -> Member:
         lease_ttl=2,
         drain_delay=0,
     )
-    m = Member(settings, routes=lambda: [RouteSpec("/users/{id:int}", ("GET",))],
-               routing="specificity", framework="test")
+    m = Member(
+        settings,
+        routes=lambda: [RouteSpec("/users/{id:int}", ("GET",))],
+        routing="specificity",
+        framework="test",
+    )
     m.start()
     assert m.wait_registered(5)
     return m
@@ -90,5 +94,7 @@ def test_a_restarted_empty_etcd_is_noticed_within_a_second_and_new_instances_get
         view.stop()
         for m in members:
             m.stop()
-    print(f"restart noticed in {noticed * 1000:.0f} ms; {len(errors)} failed of {len(seen) + len(errors)}")
+    print(
+        f"restart noticed in {noticed * 1000:.0f} ms; {len(errors)} failed of {len(seen) + len(errors)}"
+    )
     assert noticed < 1.0
