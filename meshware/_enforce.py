@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._core.limits import RateLimiter, RouteLimits, retry_after_header
-from ._core.records import InstanceRecord, RouteSpec, Routing
+from ._core.records import InstanceRecord, RouteSpec, Routing, validate_service_name
 from ._core.table import Resolution, RoutingTable
 from ._errors import ConfigError
 
