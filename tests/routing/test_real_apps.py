@@ -7,17 +7,22 @@ disagreement per app); the data, with where each table was read, in ``real_apps/
 
 from __future__ import annotations
 
+import asyncio
 import re
 from functools import cache
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshware import RoutingTable
+
 from . import differential as diff
 
 PROJECTS = diff.projects()
 FLASK_PROJECTS = [p for p in PROJECTS if diff.load(p)["framework"] == "flask"]
+ASGI_PROJECTS = [p for p in PROJECTS if p not in FLASK_PROJECTS]
 REDESIGN = "issue 10: matcher redesign in progress"
 MIN_APPS = 3  # per framework family, as the issue asks
 
@@ -100,52 +105,68 @@ def test_meshware_routes_every_probe_where_the_app_does(project: str) -> None:
 
 
 @cache
-def _random_setup(project: str) -> tuple[object, object, list[str]]:
+def _flask_setup(project: str) -> tuple[Any, RoutingTable, list[str]]:
+    app = diff.build_flask(diff.load(project))
+    table = diff.mesh_table(project, app, diff.Report(project, "flask", 0, 0))
+    return app, table, diff.segment_pool(diff.flask_route_infos(app))
+
+
+@cache
+def _asgi_setup(project: str) -> tuple[Any, RoutingTable, list[str], list[str | None]]:
     data = diff.load(project)
-    app = diff.build_flask(data)
-    rep = diff.Report(project, "flask", 0, 0)
-    table = diff.mesh_table(project, app, rep)
-    pool = (
-        sorted(
-            {
-                seg
-                for r in diff.flask_route_infos(app)
-                for piece in r.pieces
-                if isinstance(piece, str)
-                for seg in piece.split("/")
-                if seg
-            }
-        )
-        + [c for c in diff.CANDIDATES if "/" not in c]
-        + [""]
-    )
-    return app, table, pool
+    with diff.convertors(data):  # routes keep the convertors they were built with
+        app = diff.build_asgi(data)
+        table = diff.mesh_table(project, app, diff.Report(project, data["framework"], 0, 0))
+        routes = diff.asgi_route_infos(data)
+    hosts = sorted({r.host for r in routes if r.host})
+    return app, table, diff.segment_pool(routes), [None, *hosts]
 
 
-@pytest.mark.xfail(reason=REDESIGN, strict=False)
-@pytest.mark.parametrize("project", FLASK_PROJECTS)
-@settings(
-    max_examples=300,
+RANDOM = settings(
+    max_examples=150,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@pytest.mark.xfail(reason=REDESIGN, strict=False)
+@pytest.mark.parametrize("project", FLASK_PROJECTS)
+@RANDOM
 @given(data=st.data())
 def test_random_paths_from_the_table_resolve_as_werkzeug_does(
     project: str, data: st.DataObject
 ) -> None:
-    app, table, pool = _random_setup(project)
+    app, table, pool = _flask_setup(project)
     segments = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6))
     method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
     probe = diff.Probe(method, "/" + "/".join(segments), "hypothesis")
-    theirs = diff.flask_answer(app, probe)  # type: ignore[arg-type]
-    ours = diff.mesh_answer(table, probe, leaf=False)  # type: ignore[arg-type]
+    theirs = diff.flask_answer(app, probe)
+    ours = diff.mesh_answer(table, probe, leaf=False)
     kind = diff.classify(
-        theirs,
-        ours,
-        lambda t: diff.flask_answer(app, diff.Probe(method, t, "redirect")),  # type: ignore[arg-type]
+        theirs, ours, lambda t: diff.flask_answer(app, diff.Probe(method, t, "redirect"))
     )
-    assert kind not in diff.MISROUTES, (
-        f"{kind}: {probe.method} {probe.path} app={theirs} mesh={ours}"
-    )
+    assert kind not in diff.MISROUTES, f"{kind}: {method} {probe.path} app={theirs} mesh={ours}"
+
+
+@pytest.mark.xfail(reason=REDESIGN, strict=False)
+@pytest.mark.parametrize("project", ASGI_PROJECTS)
+@RANDOM
+@given(data=st.data())
+def test_random_paths_from_the_table_resolve_as_the_asgi_app_does(
+    project: str, data: st.DataObject
+) -> None:
+    app, table, pool, hosts = _asgi_setup(project)
+    segments = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6))
+    method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
+    host = data.draw(st.sampled_from(hosts))
+    probe = diff.Probe(method, "/" + "/".join(segments), "hypothesis", host=host)
+    theirs = asyncio.run(diff.asgi_answer(app, probe))
+    target = diff.Answer("404")
+    if theirs.status == "redirect":
+        follow = diff.Probe(method, theirs.target, "redirect", host=host)
+        target = asyncio.run(diff.asgi_answer(app, follow))
+    ours = diff.mesh_answer(table, probe, leaf=True)
+    kind = diff.classify(theirs, ours, lambda t: target)
+    assert kind not in diff.MISROUTES, f"{kind}: {method} {probe.path} app={theirs} mesh={ours}"
