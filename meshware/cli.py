@@ -486,6 +486,14 @@ def edge() -> None:
     help="Expose a service's prefix under another (repeatable).",
 )
 @click.option(
+    "--scope",
+    type=click.Choice(["public", "node"]),
+    default="public",
+    show_default=True,
+    help="public: the public routes (an edge); node: every route, on a loopback listener, "
+    "for local callers that are not Python.",
+)
+@click.option(
     "--include",
     "include_only",
     is_flag=True,
@@ -526,6 +534,7 @@ def edge_nginx(
     watch: bool,
     listen: str,
     rewrite: Sequence[str],
+    scope: str,
     include_only: bool,
     nginx_prefix: str,
     client_max_body_size: str,
@@ -538,7 +547,11 @@ def edge_nginx(
     prefix: str | None,
     etcd: str | None,
 ) -> None:
-    """Render an nginx configuration exposing the public routes only (validated with nginx -t)."""
+    """Render an nginx configuration from the table (validated with nginx -t).
+
+    --scope public (the default) exposes the public routes only; --scope node routes every route
+    of the mesh for local callers, with the client's retries, ejection and timeouts.
+    """
     import shlex
     import subprocess
     from pathlib import Path
@@ -552,6 +565,7 @@ def edge_nginx(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             rewrites=_rewrites(rewrite),
+            scope=scope,
             standalone=not include_only,
             prefix=str(Path(nginx_prefix).resolve()) if nginx_prefix else "",
         )
