@@ -66,6 +66,7 @@ REDIRECTS = (
     "redirect-agrees",  # mesh resolves the path to the route the redirect target dispatches to
     "redirect-elsewhere",  # mesh resolves it to another route
     "redirect-refused",  # mesh has no route for it: the caller never gets the app's redirect
+    "redirect-dead-end",  # the redirect leads to no route (a 404/405) and mesh refuses: harmless
 )
 # Both sides refuse; allowed methods differ (app 405 with methods, mesh 404, or the reverse).
 MINOR = ("allowed-differs",)
@@ -78,7 +79,7 @@ MINOR = ("allowed-differs",)
 class Answer:
     """What one side did with a request: a route (by id) with its parameters, or a status."""
 
-    status: str  # "route", "404", "405", "redirect"
+    status: str  # "route", "404", "405", "redirect", "shadowed" (meshware: served, not routed)
     route: str = ""
     params: tuple[tuple[str, str], ...] = ()
     target: str = ""  # redirect location (a path)
@@ -90,6 +91,8 @@ class Answer:
             return f"{self.route}({args})"
         if self.status == "redirect":
             return f"redirect->{self.target}"
+        if self.status == "shadowed":
+            return f"shadowed:{self.route}"
         return self.status
 
 
@@ -183,9 +186,9 @@ class Report:
 def classify(app: Answer, mesh: Answer, follow: Callable[[str], Answer]) -> str | None:
     """The kind of disagreement between the app's answer and meshware's, or None."""
     if app.status == "redirect":
-        if mesh.status != "route":
-            return "redirect-refused"
         target = follow(app.target)
+        if mesh.status != "route":
+            return "redirect-refused" if target.status == "route" else "redirect-dead-end"
         if target.status == "route" and target.route == mesh.route:
             return "redirect-agrees"
         return "redirect-elsewhere"
@@ -203,15 +206,20 @@ def classify(app: Answer, mesh: Answer, follow: Callable[[str], Answer]) -> str 
         return None
     if mesh.status == "route":
         return "routed-404" if app.status == "404" else "routed-405"
-    if app.status != mesh.status:
+    if app.status != mesh.status and mesh.status != "shadowed":
         return "allowed-differs"
     return None
 
 
 def mesh_answer(table: RoutingTable, probe: Probe, leaf: bool) -> Answer:
-    got = table.match(probe.method, probe.path, host=probe.host)
-    if not isinstance(got, Resolution):
+    lookup = getattr(table, "lookup", None)  # issue 10's API: Resolution | Shadowed | allowed
+    got = (lookup or table.match)(probe.method, probe.path, host=probe.host)
+    if isinstance(got, tuple) and not isinstance(got, Resolution):
         return Answer("405" if got else "404")
+    if not isinstance(got, Resolution):  # Shadowed: the app serves it, the mesh must not route it
+        route = getattr(got, "route", None)
+        name = getattr(getattr(route, "spec", None), "name", None) or "?"
+        return Answer("shadowed", name.rsplit(":", 1)[-1] if leaf else name)
     name = got.route.spec.name or got.route.template.text
     if leaf:  # Starlette names are namespaced by mount ("api:users"); ids are the leaf
         name = name.rsplit(":", 1)[-1]

@@ -80,6 +80,9 @@ STATIC = diff.Answer("route", "static", shadow=True)
         (diff.Answer("redirect", target="/a/"), A, A, "redirect-agrees"),
         (diff.Answer("redirect", target="/a/"), B, A, "redirect-elsewhere"),
         (diff.Answer("redirect", target="/a/"), NOT_FOUND, A, "redirect-refused"),
+        (diff.Answer("redirect", target="/a/"), NOT_FOUND, NOT_ALLOWED, "redirect-dead-end"),
+        (STATIC, diff.Answer("shadowed", "static"), None, None),
+        (A, diff.Answer("shadowed", "static"), None, "refused"),
     ],
 )
 def test_disagreements_are_classified(
