@@ -40,7 +40,6 @@ from typing import Any
 
 from ._config import EtcdSettings, MemberSettings
 from ._core.records import InstanceRecord, RouteSpec, Routing, instance_key
-from ._core.routesets import assemble
 from ._core.table import Entry, RoutingTable, Upsert
 from ._errors import ConfigError, MeshError, RegistryError, RouteConflictError
 from ._listen import listening_urls
@@ -326,9 +325,7 @@ class Member:
         mine = Entry(
             instance_key(prefix, record.service, record.instance_id), record.encode(), rev, rev
         )
-        table = (
-            RoutingTable.empty(prefix).apply(assemble(prefix, snapshot)).apply(Upsert(mine, rev))
-        )
+        table = RoutingTable.empty(prefix).apply(snapshot).apply(Upsert(mine, rev))
         return [
             f"{c.method} {c.shape} (held by {c.winner.service})"
             for c in table.conflicts()

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import click
 
 from ._config import EtcdSettings
-from ._core.routesets import assemble
 from ._core.table import RoutingTable
 from ._errors import ConfigError, MeshError, NoRouteError, RegistryUnavailable
 
@@ -57,7 +56,7 @@ def _load_table(etcd: str | None, prefix: str | None) -> RoutingTable:
         sys.exit(3)
     finally:
         registry.close()
-    table = RoutingTable.empty(settings.prefix).apply(assemble(settings.prefix, snapshot))
+    table = RoutingTable.empty(settings.prefix).apply(snapshot)
     for problem in table.rejected.values():
         click.echo(f"warning: skipping {problem}", err=True)
     return table

@@ -332,6 +332,8 @@ class Assembler:
     def _record(self, entry: Entry) -> Entry:
         """The entry to hand the table for an instance key (or any other key)."""
         self._forget(entry.key)
+        if entry.decoded is not None:
+            return entry  # assembled already (a view's snapshot reaching the table)
         if not entry.key.startswith(self._instances) or len(entry.value) > MAX_RECORD_BYTES:
             return entry  # schema 1 (the table decodes it) or not a record at all
         try:
@@ -505,5 +507,10 @@ def _same_set(record: InstanceRecord, values: dict[str, Any]) -> bool:
 
 
 def assemble(prefix: str, snapshot: Reset) -> Reset:
-    """``snapshot`` with its schema-2 records joined to their route sets (one-shot readers)."""
+    """``snapshot`` with its schema-2 records joined to their route sets (one-shot readers).
+
+    :meth:`RoutingTable.apply <meshware._core.table.RoutingTable.apply>` does this with every
+    :class:`Reset`, so a table built from a raw snapshot reads both schemas; a view, which also
+    follows the watch, keeps an :class:`Assembler` of its own.
+    """
     return Assembler(prefix).feed(snapshot)[0]  # type: ignore[return-value]

@@ -504,6 +504,9 @@ class RoutingTable:
         return self._rebuild(records, rejected, touched, update.revision or self.revision)
 
     def _reset(self, update: Reset) -> RoutingTable:
+        from .routesets import assemble  # a raw snapshot: join schema-2 records with their sets
+
+        update = assemble(self.prefix, update)
         records: dict[str, tuple[Entry, InstanceRecord]] = {}
         rejected: dict[str, str] = {}
         for entry in update.entries:

@@ -45,7 +45,6 @@ import httpx
 
 from .._core.policy import ClientPolicy
 from .._core.records import InstanceRecord, RouteSpec, Routing, instance_key, validate_service_name
-from .._core.routesets import assemble
 from .._core.table import Instance, RoutingTable
 from .._core.templates import parse_template
 from .._errors import ConfigError, RegistryUnavailable
@@ -236,7 +235,7 @@ class FakeMesh:
                 revision = self.registry.revision
                 if revision != self._revision:
                     snapshot = self.registry.snapshot(self.prefix + "/")
-                    self._table = self._table.apply(assemble(self.prefix, snapshot))
+                    self._table = self._table.apply(snapshot)
                     self._revision = revision
             except RegistryUnavailable:
                 pass

@@ -354,3 +354,16 @@ def test_fuzz_whatever_the_registry_holds_the_feed_never_raises(
         assert (
             feed.table.resolve("GET", "/orders").service == "orders"
         )  # never costs another service
+
+
+def test_a_table_fed_a_raw_snapshot_joins_schema_2_records_itself() -> None:
+    """One-shot readers (the CLI, doctor, a member's conflict check) just apply a snapshot."""
+    rs = encode_routeset(rec())
+    entries = (
+        Entry(rs.keys(PREFIX)[0], rs.chunks[0], 2, 2),
+        Entry(instance_key(PREFIX, "users", "1"), encode_record(rec(), rs), 3, 3),
+        Entry(instance_key(PREFIX, "users", "2"), rec(iid="2").encode(), 4, 4),
+    )
+    table = RoutingTable.empty(PREFIX).apply(Reset(entries, 4))
+    assert table.rejected == {}
+    assert len(table.resolve("GET", "/users/1").instances) == 2
