@@ -1,8 +1,9 @@
 """A MeshView in its own process for bench_registry.py: stdin asks, stdout answers.
 
-Each request line is JSON ``{"service", "url", "state", "weight"}`` (``state`` null: the
-instance is gone); the answer is the ``time.monotonic()`` at which the table first showed it
-(the clock is system-wide, so the parent compares it with its own).
+Each request line is JSON ``{"service", "url", "state", "weight", "since"}`` (``state`` null:
+the instance is gone); the answer is two ``time.monotonic()`` readings (the clock is
+system-wide, so the parent compares them with its own): when the first watch update after
+``since`` reached the view (before the table applies it), and when the table showed the state.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 from meshware import MeshView
 from meshware.etcd import EtcdClient
@@ -17,7 +19,16 @@ from meshware.registry.etcd import EtcdRegistry
 
 
 def main(endpoint: str, prefix: str) -> None:
-    view = MeshView(EtcdRegistry(EtcdClient(endpoint, timeout=30)), prefix).start()
+    view = MeshView(EtcdRegistry(EtcdClient(endpoint, timeout=30)), prefix)
+    arrivals: list[float] = []
+    apply = view._apply
+
+    def timed(table: Any, update: Any) -> Any:
+        arrivals.append(time.monotonic())
+        return apply(table, update)
+
+    view._apply = timed  # type: ignore[method-assign]
+    view.start()
     print("ready", flush=True)
     for line in sys.stdin:
         ask = json.loads(line)
@@ -31,7 +42,10 @@ def main(endpoint: str, prefix: str) -> None:
             return found == want
 
         view.wait_for(seen, timeout=120)
-        print(time.monotonic(), flush=True)
+        shown = time.monotonic()
+        arrived = next((t for t in arrivals if t >= ask["since"]), shown)
+        del arrivals[:]
+        print(arrived, shown, flush=True)
     view.stop()
 
 
