@@ -52,11 +52,16 @@ class AppLoadError(Exception):
 
 
 def load_app(target: str, app_dir: str = ".") -> Any:
-    """Import ``module:attribute`` (``attribute`` defaults to ``app``) without registering."""
+    """Import ``module:attribute`` (``attribute`` defaults to ``app``) without registering.
+
+    ``module:create_app()`` calls an application factory without arguments, as gunicorn does.
+    """
     from ._member import registration_suppressed
 
     module_name, _, attribute = target.partition(":")
     attribute = attribute or "app"
+    factory = attribute.endswith("()")
+    attribute = attribute.removesuffix("()")
     if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
         raise AppLoadError(f"{target!r} is not an import path like users_service:app")
     path = os.path.abspath(app_dir)
@@ -81,6 +86,9 @@ def load_app(target: str, app_dir: str = ".") -> Any:
         if not hasattr(app, part):
             raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}")
         app = getattr(app, part)
+    if factory:
+        with registration_suppressed("meshware doctor"):
+            app = app()
     return app
 
 

@@ -111,6 +111,19 @@ def test_a_fastapi_app_without_problems_exits_0(project: Path, mesh: list[str]) 
     assert "Nothing to fix." in out
 
 
+def test_an_application_factory_is_called_as_gunicorn_does(project: Path, mesh: list[str]) -> None:
+    name = module(
+        project,
+        "from flask import Flask\nfrom meshware.integrations.flask import Mesh\n"
+        "def create_app():\n    app = Flask(__name__)\n    app.add_url_rule('/ping', 'ping', lambda: 'ok')\n"
+        "    Mesh(app, service='pinger')\n    return app\n",
+    )
+    code, out = doctor(f"{name}:create_app()", "--app-dir", str(project), *mesh)
+    assert code == 0, out
+    assert "a Flask app, service 'pinger'" in out
+    assert "GET,HEAD,OPTIONS /ping" in out
+
+
 def test_json_for_scripts(project: Path, mesh: list[str]) -> None:
     name = module(project, FASTAPI_APP)
     code, out = doctor(f"{name}:app", "--app-dir", str(project), "--json", *mesh)
