@@ -81,7 +81,7 @@ def load_app(target: str, app_dir: str = ".") -> Any:
             ) from exc
         except MeshError as exc:
             raise AppLoadError(f"importing {module_name!r} failed: {exc}") from exc
-    app = module
+    app: Any = module
     for part in attribute.split("."):
         if not hasattr(app, part):
             raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}")
