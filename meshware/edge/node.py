@@ -129,13 +129,13 @@ def node_entries(table: RoutingTable) -> list[NodeEntry]:
         pattern = _pattern(r.template)
         if r.template.text.endswith("/") and r.template.text != "/":
             out.append(
-                NodeEntry(_methods(r.methods), "(?!/$)" + pattern[:-1], r, 0, _bucket(r.template))
+                NodeEntry(_methods(r.methods), "(?!.*/$)" + pattern[:-1], r, 0, _bucket(r.template))
             )
         elif pattern.endswith("/(.*)"):  # a path parameter takes "" (the path itself matched above)
             out.append(
                 NodeEntry(
                     _methods(r.methods),
-                    "(?!/$)" + pattern[:-5],
+                    "(?!.*/$)" + pattern[:-5],
                     r if r.ordered else None,
                     0 if r.ordered else 404,
                     _bucket(r.template),
