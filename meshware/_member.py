@@ -234,12 +234,10 @@ class Member:
         registrar.drain()
         if self.settings.drain_delay:
             time.sleep(self.settings.drain_delay)
-        if registrar.lease:
-            try:
-                assert self.registry is not None
-                self.registry.delete(registrar.key)
-            except MeshError as exc:
-                log.warning("could not withdraw %s: %s", registrar.key, exc)
+        try:
+            registrar.retract()  # deleted for good: no longer defended
+        except MeshError as exc:
+            log.warning("could not withdraw %s: %s", registrar.key, exc)
 
     def stop(self) -> None:
         """Drain (if not done yet), delete the record, revoke the lease. Idempotent."""

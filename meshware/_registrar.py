@@ -17,6 +17,10 @@ Design notes
   draining and leaving cost every watcher a few hundred bytes.
 * After ``fork()`` a child must not touch its parent's lease: :meth:`Registrar.forget` drops the
   inherited state without any I/O.
+* **The record is defended.** A second thread watches the record's own key; when the key is
+  deleted (by hand, by a script) or altered while the member runs, the record is put back at
+  once under the same lease (a lost lease is the keep-alive thread's business: it re-registers).
+  Only :meth:`retract` (the member's drain) and :meth:`withdraw` take the record out for good.
 """
 
 from __future__ import annotations
@@ -29,9 +33,18 @@ from collections.abc import Callable
 from ._core.backoff import full_jitter
 from ._core.records import InstanceRecord, instance_key
 from ._core.routesets import RECORD_SCHEMA, encode_record, encode_routeset
-from ._errors import EtcdAuthError, LeaseLost, MeshError, RegistryError, RegistryUnavailable
+from ._core.table import Delete, Reset, Upsert
+from ._errors import (
+    EtcdAuthError,
+    EtcdCompacted,
+    LeaseLost,
+    MeshError,
+    RegistryError,
+    RegistryReset,
+    RegistryUnavailable,
+)
 from ._routesets_writer import DEFAULT_ROUTESET_TTL, RouteSetHolder
-from .registry.base import Registry
+from .registry.base import Registry, Watch
 
 __all__ = ["Registrar"]
 
@@ -74,6 +87,11 @@ class Registrar:
         self._failures = 0
         self._warned = False
         self._registrations = 0
+        self._retracted = False  # the record was taken out on purpose (drain): do not defend
+        self._written = 0  # revision of our last write of the record
+        self._guard: threading.Thread | None = None
+        self._guard_watch: Watch | None = None
+        self.restored = 0  # times the record was put back after a delete or change by others
 
     def start(self) -> bool:
         """Register now if etcd answers, then keep the lease alive in the background.
@@ -84,6 +102,8 @@ class Registrar:
         ok = self._try_register()
         self._thread = threading.Thread(target=self._run, name="meshware-registrar", daemon=True)
         self._thread.start()
+        self._guard = threading.Thread(target=self._defend, name="meshware-defend", daemon=True)
+        self._guard.start()
         return ok
 
     def drain(self) -> None:
@@ -92,14 +112,24 @@ class Registrar:
             self.record = self.record.with_state("draining")
             if self.lease:
                 try:
-                    self.registry.put(self.key, self._encode(), lease=self.lease)
+                    self._written = self.registry.put(self.key, self._encode(), lease=self.lease)
                 except MeshError as exc:
                     log.warning("could not mark %s draining: %s", self.key, exc)
+
+    def retract(self) -> None:
+        """Delete the record now (the lease stays until :meth:`withdraw`); it is not put back."""
+        with self._lock:
+            self._retracted = True
+            if self.lease:
+                self.registry.delete(self.key)
 
     def withdraw(self) -> None:
         """Stop the keep-alive, delete the record and revoke the lease (best effort)."""
         self._stopped.set()
         self._wake.set()
+        watch = self._guard_watch
+        if watch is not None:
+            watch.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.ttl)
@@ -120,6 +150,8 @@ class Registrar:
         """Drop all state inherited across ``fork()``, without touching the parent's lease."""
         self._stopped.set()
         self._thread = None
+        self._guard = None
+        self._guard_watch = None
         self.lease = 0
         self.registered.clear()
         self._lock = threading.Lock()
@@ -139,7 +171,7 @@ class Registrar:
                 if self.routeset is not None:
                     self.routeset.publish()  # before the record that names it
                 lease = self.registry.grant(self.ttl)
-                self.registry.put(self.key, self._encode(), lease=lease)
+                self._written = self.registry.put(self.key, self._encode(), lease=lease)
             except RegistryError as exc:
                 self._fail(exc)
                 return False
@@ -207,6 +239,72 @@ class Registrar:
         if not self._failures:
             return period
         return min(period, 0.05 + full_jitter(self._failures, base=0.05, cap=period, rng=self._rng))
+
+    def _defend(self) -> None:
+        """Watch our own key; put the record back when someone else deletes or changes it."""
+        failures = 0
+        start = 0  # 0: check the key as it is now, then watch from there
+        while not self._stopped.is_set():
+            try:
+                if not self.registered.wait(0.5):
+                    continue
+                if not start:
+                    snapshot = self.registry.snapshot(self.key)
+                    mine = [e for e in snapshot.entries if e.key == self.key]
+                    if not mine:
+                        self._restore("missing", snapshot.revision, None)
+                    else:
+                        self._restore("changed", mine[0].mod_revision, mine[0].value)
+                    start = snapshot.revision + 1
+                watch = self.registry.watch(self.key, start)
+                self._guard_watch = watch
+                if self._stopped.is_set():
+                    watch.close()
+                    return
+                for batch in watch:
+                    failures = 0
+                    for update in batch:
+                        start = max(start, update.revision + 1)
+                        if isinstance(update, Delete) and update.key == self.key:
+                            self._restore("deleted", update.revision, None)
+                        elif isinstance(update, Upsert) and update.entry.key == self.key:
+                            self._restore("changed", update.revision, update.entry.value)
+                        elif isinstance(update, Reset):  # pragma: no cover - not sent by watches
+                            start = 0
+            except (EtcdCompacted, RegistryReset):
+                start = 0  # look at the key afresh
+            except MeshError:
+                failures += 1
+            except Exception:  # a bug: keep defending, but say so
+                log.exception("meshware could not watch its own record %s", self.key)
+                failures += 1
+            finally:
+                self._guard_watch = None
+            if failures:
+                self._stopped.wait(full_jitter(min(failures, 6), base=0.05, cap=1.0, rng=self._rng))
+
+    def _restore(self, what: str, revision: int, value: bytes | None) -> None:
+        """Put the record back if the key, as of ``revision``, is not what we last wrote."""
+        with self._lock:
+            if self._stopped.is_set() or self._retracted or not self.lease:
+                return
+            if revision <= self._written or value == self._encode():
+                return  # our own write, or older than it
+
+            try:
+                self._written = self.registry.put(self.key, self._encode(), lease=self.lease)
+            except LeaseLost:
+                self._wake.set()  # the keep-alive thread registers again with a new lease
+                return
+            except RegistryError as exc:
+                log.warning("could not put back %s (%s by someone else): %s", self.key, what, exc)
+                return
+            self.restored += 1
+        log.warning(
+            "the record %s was %s by someone else while this instance runs; put it back",
+            self.key,
+            what,
+        )
 
     def _run(self) -> None:
         while not self._stopped.is_set():
