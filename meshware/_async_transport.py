@@ -13,7 +13,7 @@ import httpx
 from ._core.balance import InstanceStats
 from ._core.call import Call, Observer
 from ._core.policy import ClientPolicy
-from ._core.retry import RESPONSE
+from ._core.retry import RESPONSE, UNSENT
 from ._core.table import Instance, RoutingTable
 from ._pool import install_async
 from ._transport_base import (
@@ -164,7 +164,10 @@ class AsyncMeshTransport(TransportBase[httpx.AsyncBaseTransport], httpx.AsyncBas
                     stats.aborted()
                     raise
                 end = clock()
-                delay = call.finish(stats, classify(exc), end, now, error=describe(exc))
+                outcome = classify(exc)
+                if outcome == UNSENT and self._refused is not None:
+                    self._refused(stats.url)  # a held instance (see MeshView.refused) leaves
+                delay = call.finish(stats, outcome, end, now, error=describe(exc))
                 if delay is None:
                     raise self._failure(call, request, exc, end) from exc
                 if delay:

@@ -249,6 +249,8 @@ class TransportBase(Generic[T]):
         self.mesh: MeshSource = mesh  # type: ignore[assignment]  # checked just above
         # a fake mesh (meshware.testing) brings its own instance transports, clock, RNG, policy
         self.hooks: Any = getattr(mesh, "client_hooks", None)
+        # told of attempts that never reached an instance (a MeshView drops held instances)
+        self._refused: Callable[[str], None] | None = getattr(mesh, "refused", None)
         if self.hooks is not None:
             policy = policy or self.hooks.policy
             clock = clock or self.hooks.clock

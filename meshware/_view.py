@@ -19,6 +19,13 @@ that the thread swaps after applying each batch of updates (no locks on the read
 * While the registry is unreachable the last-known table stays in force indefinitely (static
   stability): a registry outage never empties the table and never raises into the app.
 * Records that do not parse are left out of the table with one warning each.
+* **Static stability through registry events** (:mod:`meshware._core.stability`): a record
+  that vanishes without having been marked draining stays 0.5 s (settling: it may register
+  again at once), then is removed, unless most of its service and at least one other record
+  left the same way (a mass lease expiry after an etcd stall): then it is held until it
+  registers again, for at most ``hold`` seconds, or until a caller of this process cannot
+  connect to it (:meth:`MeshView.refused`, called by the mesh transports). Draining records
+  leave at once.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from typing import Any
 
 from ._core.backoff import full_jitter
 from ._core.routesets import Assembler
-from ._core.table import Resolution, RoutingTable, Update
+from ._core.stability import HOLD_SECONDS, Stabilizer
+from ._core.table import Delete, Reset, Resolution, RoutingTable, Update, Upsert
 from ._errors import (
     EtcdCompacted,
     MeshError,
@@ -62,6 +70,7 @@ class MeshView:
         *,
         rng: random.Random | None = None,
         on_change: Callable[[RoutingTable], None] | None = None,
+        hold: float = HOLD_SECONDS,
     ) -> None:
         self.registry = registry
         self.prefix = prefix.rstrip("/")
@@ -81,6 +90,10 @@ class MeshView:
         self._last_error = ""
         #: wall-clock time of the first failure of the current outage (None while reachable)
         self.unreachable_since: float | None = None
+        self._stable = Stabilizer(hold)
+        self._holding = False
+        self._apply_lock = threading.RLock()  # the watch thread, the hold timer, refused()
+        self._timer: threading.Timer | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -109,6 +122,24 @@ class MeshView:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         self._thread = None
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+
+    def refused(self, url: str) -> None:
+        """A caller could not connect to ``url``: if it is held (see the module notes), drop it.
+
+        Called by the mesh transports on every attempt that did not reach the wire; a no-op
+        unless something is held.
+        """
+        if not self._stable.held:
+            return
+        with self._apply_lock:
+            keys = self._stable.refused(url)
+            if keys:
+                log.info("kept instance %s refused a connection: removed from the table", url)
+                self._remove(keys)
+                self._schedule()
 
     def resolve(self, method: str, path: str, *, host: str | None = None) -> Resolution:
         """Resolve through the current table (see :meth:`RoutingTable.resolve`).
@@ -196,10 +227,26 @@ class MeshView:
     def _relist(self, *, fresh: bool = False) -> None:
         snapshot = self.registry.snapshot(self.prefix + "/")
         self._contact()
-        # after a reset the old table's revisions belong to a lost history: start afresh
-        base = RoutingTable.empty(self.prefix) if fresh else self.table
-        self._swap(self._apply(base, snapshot))
-        self._next_revision = snapshot.revision + 1
+        with self._apply_lock:
+            self._stable.clear()  # the listing is the whole truth
+            # after a reset the old table's revisions belong to a lost history: start afresh
+            base = RoutingTable.empty(self.prefix) if fresh else self.table
+            self._swap(self._apply(base, snapshot))
+            self._next_revision = snapshot.revision + 1
+
+    def _event(self, table: RoutingTable, update: Update, now: float) -> RoutingTable:
+        """Apply one watch event, unless it is an ungraceful departure to keep for now."""
+        if isinstance(update, Delete):
+            record = table.record(update.key)
+            if record is not None and self._stable.departs(
+                update.key, record.service, record.url, record.state, now
+            ):
+                return table
+        elif isinstance(update, Upsert):
+            self._stable.returned(update.entry.key)
+        elif isinstance(update, Reset):
+            self._stable.clear()
+        return self._apply(table, update)
 
     def _apply(self, table: RoutingTable, update: Update) -> RoutingTable:
         try:
@@ -209,6 +256,51 @@ class MeshView:
         except Exception:  # a bug: cost only this update, never stall the view on it
             log.exception("meshware could not apply a registry update (%r); skipping it", update)
             return table
+
+    def _remove(self, keys: list[str]) -> None:
+        table = self.table
+        for key in keys:
+            table = self._apply(table, Delete(key, 0))
+        self._swap(table)
+
+    def _schedule(self) -> None:
+        """Arm the timer for the next settle or hold deadline."""
+        until = self._stable.next_deadline()
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        if until is None or self._stop.is_set():
+            return
+        timer = threading.Timer(max(0.0, until - time.monotonic()) + 0.001, self._tick)
+        timer.daemon = True
+        timer.name = "meshware-hold"
+        self._timer = timer
+        timer.start()
+
+    def _tick(self) -> None:
+        with self._apply_lock:
+            held = set(self._stable.held)
+            table = self.table
+            keys = self._stable.due(
+                time.monotonic(),
+                lambda service: sum(len(i.records) for i in table.instances(service)),
+            )
+            newly_held = [
+                d for k, d in self._stable.held.items() if d.state == "held" and k in held
+            ]
+            if newly_held and not self._holding:
+                log.warning(
+                    "%d instance record(s) vanished without draining at once (an etcd stall?); "
+                    "kept for up to %g s until they register again: %s",
+                    len(newly_held),
+                    self._stable.hold,
+                    ", ".join(sorted({f"{d.service} {d.url}" for d in newly_held})[:10]),
+                )
+            self._holding = bool(newly_held)
+            if keys:
+                self._remove(keys)
+            self._schedule()
 
     def _contact(self) -> None:
         if not self.connected:
@@ -253,11 +345,16 @@ class MeshView:
                     failures = 0
                     if not batch:
                         continue
-                    table = self.table
-                    for update in batch:
-                        table = self._apply(table, update)
-                    self._next_revision = batch[-1].revision + 1
-                    self._swap(table)
+                    now = time.monotonic()
+                    with self._apply_lock:
+                        kept = len(self._stable.held)
+                        table = self.table
+                        for update in batch:
+                            table = self._event(table, update, now)
+                        self._next_revision = batch[-1].revision + 1
+                        self._swap(table)
+                        if len(self._stable.held) != kept:
+                            self._schedule()
                 if self._stop.is_set():
                     return
                 # the stream ended without an error (idle timeout): resume from where we are

@@ -470,6 +470,11 @@ class RoutingTable:
         """Every valid record in the table, by key (entries without their raw value)."""
         return [self._records[k] for k in sorted(self._records)]
 
+    def record(self, key: str) -> InstanceRecord | None:
+        """The valid record stored at ``key``, if any."""
+        found = self._records.get(key)
+        return None if found is None else found[1]
+
     def __len__(self) -> int:
         """The number of distinct template shapes in the table."""
         return len(self._trie)

@@ -24,8 +24,12 @@ def member(etcd_server: EtcdServer, mesh_prefix: str) -> Iterator[Member]:
         lease_ttl=5,
         drain_delay=0,
     )
-    m = Member(settings, routes=lambda: [RouteSpec("/users", ("GET",))], routing="specificity",
-               framework="test")
+    m = Member(
+        settings,
+        routes=lambda: [RouteSpec("/users", ("GET",))],
+        routing="specificity",
+        framework="test",
+    )
     m.start()
     assert m.wait_registered(5)
     yield m
