@@ -239,7 +239,7 @@ class MeshView:
         if isinstance(update, Delete):
             record = table.record(update.key)
             if record is not None and self._stable.departs(
-                update.key, record.service, record.url, record.state, now
+                update.key, record.service, record.url, record.state, now, update.revision
             ):
                 return table
         elif isinstance(update, Upsert):
@@ -260,7 +260,9 @@ class MeshView:
     def _remove(self, keys: list[str]) -> None:
         table = self.table
         for key in keys:
-            table = self._apply(table, Delete(key, 0))
+            gone = self._stable.departures.get(key)
+            revision = max(gone.revision if gone is not None else 0, table.revision)
+            table = self._apply(table, Delete(key, revision))
         self._swap(table)
 
     def _schedule(self) -> None:

@@ -162,11 +162,11 @@ def _watch_routes(etcd: str | None, prefix: str | None) -> None:
     view = _view(etcd, prefix)
     view._on_change = lambda _table: changed.set()
     tty = sys.stdout.isatty()
-    drawn: tuple[int, bool] | None = None
+    drawn: tuple[RoutingTable, bool] | None = None
     try:
         while not stop.is_set():
             table = view.table
-            state = (table.revision, view.connected)
+            state = (table, view.connected)  # a new table object on every change
             if state != drawn:
                 lines = _watch_screen(view, table)
                 if tty:

@@ -47,6 +47,7 @@ class _Departure:
     service: str
     url: str
     at: float
+    revision: int = 0  # of the delete
     state: str = "pending"  # pending (settling) -> held, or removed (applied, still counted)
 
 
@@ -63,13 +64,15 @@ class Stabilizer:
         """Departures still in the table (settling or held), by key."""
         return {k: d for k, d in self.departures.items() if d.state != "removed"}
 
-    def departs(self, key: str, service: str, url: str, state: str, now: float) -> bool:
+    def departs(
+        self, key: str, service: str, url: str, state: str, now: float, revision: int = 0
+    ) -> bool:
         """A record was deleted; True to keep it in the table for now (ungraceful)."""
         self._forget_old(now)
         if state != "serving":
             self.departures.pop(key, None)
             return False  # draining: a graceful withdrawal, applied at once
-        self.departures[key] = _Departure(service, url, now)
+        self.departures[key] = _Departure(service, url, now, revision)
         return True
 
     def returned(self, key: str) -> None:
