@@ -802,6 +802,8 @@ def route_probes(route: RouteInfo) -> Iterator[Probe]:
                 route.fill({**values, var.name: values[var.name] + "/"}), "trailing-slash-in"
             )
     yield probe(path[:-1] if path.endswith("/") and path != "/" else path + "/", "slash-toggle")
+    if path.endswith("/"):
+        yield probe(path + "/", "slash-extra")
     yield probe(path + "//", "slash-double-end")
     yield probe(path + "/extra", "extra-segment")
     yield probe(path + "/extra/more", "extra-segments")

@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from meshware import RoutingTable
@@ -91,8 +91,19 @@ def test_disagreements_are_classified(
     assert diff.classify(app, mesh, lambda path: target or NOT_FOUND) == kind
 
 
-@pytest.mark.xfail(reason=REDESIGN, strict=False)
-@pytest.mark.parametrize("project", PROJECTS)
+def known(failing: set[str], projects: list[str]) -> list[Any]:
+    """``projects``, those that fail on today's matcher marked xfail (non-strict): the others are
+    plain tests, so a change that breaks an app that works today fails the suite."""
+    mark = pytest.mark.xfail(reason=REDESIGN, strict=False)
+    return [pytest.param(p, marks=mark) if p in failing else p for p in projects]
+
+
+# What fails on main before the matcher redesign (see /work/coord/corpus-findings.md).
+REJECTED_TODAY = {"quay", "writethatbook"}
+MISROUTED_TODAY = set(PROJECTS) - {"dispatch"}
+
+
+@pytest.mark.parametrize("project", known(REJECTED_TODAY, PROJECTS))
 def test_the_record_of_every_real_app_is_accepted(project: str) -> None:
     """The integration publishes every route of the app, and the table takes the record."""
     result = report(project)
@@ -100,76 +111,119 @@ def test_the_record_of_every_real_app_is_accepted(project: str) -> None:
     assert not result.dropped, result.summary()
 
 
-@pytest.mark.xfail(reason=REDESIGN, strict=False)
-@pytest.mark.parametrize("project", PROJECTS)
+@pytest.mark.parametrize("project", known(MISROUTED_TODAY, PROJECTS))
 def test_meshware_routes_every_probe_where_the_app_does(project: str) -> None:
     result = report(project)
     assert not result.misroutes(), result.summary()
 
 
+# --------------------------------------------------------------------------- hypothesis
+
+
 @cache
-def _flask_setup(project: str) -> tuple[Any, RoutingTable, list[str]]:
+def _flask_setup(project: str) -> tuple[Any, RoutingTable, list[str], list[str]]:
     app = diff.build_flask(diff.load(project))
     table = diff.mesh_table(project, app, diff.Report(project, "flask", 0, 0))
-    return app, table, diff.segment_pool(diff.flask_route_infos(app))
+    routes = diff.flask_route_infos(app)
+    return app, table, diff.segment_pool(routes), _valid_paths(routes)
 
 
 @cache
-def _asgi_setup(project: str) -> tuple[Any, RoutingTable, list[str], list[str | None]]:
+def _asgi_setup(
+    project: str,
+) -> tuple[Any, RoutingTable, list[str], list[str], list[str | None]]:
     data = diff.load(project)
     with diff.convertors(data):  # routes keep the convertors they were built with
         app = diff.build_asgi(data)
         table = diff.mesh_table(project, app, diff.Report(project, data["framework"], 0, 0))
         routes = diff.asgi_route_infos(data)
     hosts = sorted({r.host for r in routes if r.host})
-    return app, table, diff.segment_pool(routes), [None, *hosts]
+    return app, table, diff.segment_pool(routes), _valid_paths(routes), [None, *hosts]
+
+
+def _valid_paths(routes: list[diff.RouteInfo]) -> list[str]:
+    return sorted({p.path for r in routes for p in diff.route_probes(r) if p.origin == "valid"})
+
+
+# Edits a caller's path may carry: each keeps the path close to a real one.
+MUTATIONS: dict[str, Any] = {
+    "slash+": lambda p, s: p + "/",
+    "slash-": lambda p, s: p[:-1] if len(p) > 1 and p.endswith("/") else p,
+    "double": lambda p, s: p.replace("/", "//", 1 + s % max(1, p.count("/"))).replace(
+        "//", "/", s % 2
+    ),
+    "empty": lambda p, s: p.rsplit("/", 1)[0] + "//" + p.rsplit("/", 1)[1],
+    "drop-last": lambda p, s: p.rsplit("/", 1)[0] or "/",
+    "extra": lambda p, s: p + "/" + diff.CANDIDATES[s % len(diff.CANDIDATES)],
+    "encode": lambda p, s: diff._encode_all(p),
+    "non-ascii": lambda p, s: p.rsplit("/", 1)[0] + "/" + diff.NON_ASCII[s % 2],
+}
+
+
+def paths(pool: list[str], valid: list[str]) -> st.SearchStrategy[str]:
+    """Mixes of the table's segments, and valid paths of the app with a few edits."""
+    mixed = st.lists(st.sampled_from(pool), min_size=1, max_size=6).map(lambda s: "/" + "/".join(s))
+    edits = st.lists(st.tuples(st.sampled_from(sorted(MUTATIONS)), st.integers(0, 50)), max_size=2)
+
+    def edit(base: str, steps: list[tuple[str, int]]) -> str:
+        for name, seed in steps:
+            base = MUTATIONS[name](base, seed)
+        return base if base.startswith("/") else "/" + base
+
+    return st.one_of(mixed, st.builds(edit, st.sampled_from(valid), edits))
 
 
 RANDOM = settings(
     max_examples=150,
+    # no shrinking: the paths are short edits of real ones already, and shrinking the failures
+    # expected until the redesign would triple the suite's time
+    phases=(Phase.explicit, Phase.generate),
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE"])
+RANDOM_FAILING_TODAY = {
+    *("quay", "ctfd", "flaskbb"),
+    *("mealie", "writethatbook", "devlup-backend", "prefect-server", "full-stack-fastapi-template"),
+}
 
 
-@pytest.mark.xfail(reason=REDESIGN, strict=False)
-@pytest.mark.parametrize("project", FLASK_PROJECTS)
+@pytest.mark.parametrize("project", known(RANDOM_FAILING_TODAY, FLASK_PROJECTS))
 @RANDOM
 @given(data=st.data())
 def test_random_paths_from_the_table_resolve_as_werkzeug_does(
     project: str, data: st.DataObject
 ) -> None:
-    app, table, pool = _flask_setup(project)
-    segments = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6))
-    method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
-    probe = diff.Probe(method, "/" + "/".join(segments), "hypothesis")
+    app, table, pool, valid = _flask_setup(project)
+    probe = diff.Probe(data.draw(METHODS), data.draw(paths(pool, valid)), "hypothesis")
     theirs = diff.flask_answer(app, probe)
     ours = diff.mesh_answer(table, probe, leaf=False)
     kind = diff.classify(
-        theirs, ours, lambda t: diff.flask_answer(app, diff.Probe(method, t, "redirect"))
+        theirs, ours, lambda t: diff.flask_answer(app, diff.Probe(probe.method, t, "redirect"))
     )
-    assert kind not in diff.MISROUTES, f"{kind}: {method} {probe.path} app={theirs} mesh={ours}"
+    assert kind not in diff.MISROUTES, (
+        f"{kind}: {probe.method} {probe.path} app={theirs} mesh={ours}"
+    )
 
 
-@pytest.mark.xfail(reason=REDESIGN, strict=False)
-@pytest.mark.parametrize("project", ASGI_PROJECTS)
+@pytest.mark.parametrize("project", known(RANDOM_FAILING_TODAY, ASGI_PROJECTS))
 @RANDOM
 @given(data=st.data())
 def test_random_paths_from_the_table_resolve_as_the_asgi_app_does(
     project: str, data: st.DataObject
 ) -> None:
-    app, table, pool, hosts = _asgi_setup(project)
-    segments = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6))
-    method = data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
+    app, table, pool, valid, hosts = _asgi_setup(project)
     host = data.draw(st.sampled_from(hosts))
-    probe = diff.Probe(method, "/" + "/".join(segments), "hypothesis", host=host)
+    probe = diff.Probe(data.draw(METHODS), data.draw(paths(pool, valid)), "hypothesis", host=host)
     theirs = asyncio.run(diff.asgi_answer(app, probe))
     target = diff.Answer("404")
     if theirs.status == "redirect":
-        follow = diff.Probe(method, theirs.target, "redirect", host=host)
+        follow = diff.Probe(probe.method, theirs.target, "redirect", host=host)
         target = asyncio.run(diff.asgi_answer(app, follow))
     ours = diff.mesh_answer(table, probe, leaf=True)
     kind = diff.classify(theirs, ours, lambda t: target)
-    assert kind not in diff.MISROUTES, f"{kind}: {method} {probe.path} app={theirs} mesh={ours}"
+    assert kind not in diff.MISROUTES, (
+        f"{kind}: {probe.method} {probe.path} app={theirs} mesh={ours}"
+    )
