@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import BadRecord
+from .._errors import BadRecord, ConfigError
 from .records import InstanceRecord, _check_tree, instances_prefix
 from .table import Delete, Entry, Reset, Update, Upsert
 
@@ -99,8 +99,7 @@ MAX_SET_ROUTES = 32_768
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _INDEX_RE = re.compile(r"^[0-9]{1,4}$")
 _SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-_RECORD_FIELDS = {f.name for f in dataclasses.fields(InstanceRecord)}
-_SET_ATTRS = tuple(f for f in SET_FIELDS if f in _RECORD_FIELDS)
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceRecord))
 
 
 # --------------------------------------------------------------------------- keys
@@ -168,14 +167,19 @@ def encode_routeset(record: InstanceRecord, *, chunk_bytes: int = CHUNK_BYTES) -
     full = record.to_json()
     content = {"schema": RECORD_SCHEMA, "service": record.service}
     content.update((k, full[k]) for k in SET_FIELDS if k in full)
+    if len(record.routes) > MAX_SET_ROUTES:
+        raise ConfigError(
+            f"{record.service!r} publishes {len(record.routes)} routes; a route set holds at "
+            f"most {MAX_SET_ROUTES} (exclude some with Mesh(exclude=[...]) or @meshware.exclude)"
+        )
     raw = json.dumps(content, separators=(",", ":"), sort_keys=True).encode()
     if len(raw) > MAX_SET_BYTES:
-        raise ValueError(
+        raise ConfigError(
             f"the route set of {record.service!r} is {len(raw)} bytes; at most {MAX_SET_BYTES}"
         )
     chunks = tuple(raw[i : i + chunk_bytes] for i in range(0, len(raw), chunk_bytes))
     if len(chunks) > MAX_CHUNKS:
-        raise ValueError(f"the route set needs {len(chunks)} chunks; at most {MAX_CHUNKS}")
+        raise ConfigError(f"the route set needs {len(chunks)} chunks; at most {MAX_CHUNKS}")
     return RouteSet(record.service, hashlib.sha256(raw).hexdigest(), chunks)
 
 
@@ -484,7 +488,13 @@ class Assembler:
             return str(exc).replace(f"bad mesh record at {member.entry.key!r}: ", "")
         except (RecursionError, ValueError, TypeError) as exc:
             return f"does not decode: {exc}"
-        return {name: getattr(full, name) for name in _SET_ATTRS}
+        # the attributes the set decides: whatever differs from the record decoded without it
+        # (routes, routing, and any route-level field a later version adds, such as shadows)
+        return {
+            name: getattr(full, name)
+            for name in _RECORD_FIELDS
+            if getattr(full, name) != getattr(member.base, name)
+        }
 
 
 def _check_ref(ref: object) -> str:

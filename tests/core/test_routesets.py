@@ -367,3 +367,31 @@ def test_a_table_fed_a_raw_snapshot_joins_schema_2_records_itself() -> None:
     table = RoutingTable.empty(PREFIX).apply(Reset(entries, 4))
     assert table.rejected == {}
     assert len(table.resolve("GET", "/users/1").instances) == 2
+
+
+def test_too_many_routes_for_a_set_is_a_clear_error_for_the_writer_and_a_skip_for_readers() -> None:
+    from meshware import ConfigError
+    from meshware._core.routesets import MAX_SET_ROUTES
+
+    many = tuple(RouteSpec(f"/r{i}", ("GET",)) for i in range(MAX_SET_ROUTES + 1))
+    with pytest.raises(ConfigError, match="at most 32768"):
+        encode_routeset(rec(routes=many))
+    raw = json.dumps(
+        {"schema": 2, "service": "users", "routes": [r.to_json() for r in many]}
+    ).encode()
+    feed = Feed()
+    rs = RouteSet("users", hashlib.sha256(raw).hexdigest(), (raw,))
+    feed.put_set(rs)
+    feed.put_record(rec(), rs)
+    assert "more than the bound" in feed.table.rejected[instance_key(PREFIX, "users", "1")]
+
+
+def test_every_field_the_set_decides_reaches_every_instance() -> None:
+    """Found by difference with the record decoded alone: routes, routing, and route-level
+    fields a later version adds (shadows) without a list to keep up to date."""
+    feed = Feed()
+    rs = feed.publish(rec(routing="ordered"))
+    feed.put_record(rec(iid="2", routing="ordered"), rs)
+    records = [r for _, r in feed.table.records()]
+    assert [r.routing for r in records] == ["ordered", "ordered"]
+    assert records[0].routes is records[1].routes
