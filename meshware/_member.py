@@ -123,6 +123,11 @@ class Member:
                 self.settings.service,
             )
             return False
+        if self.settings.strict:
+            # before the app serves, in the caller's thread: a conflict stops the server's start
+            # (uvicorn's lifespan, gunicorn's worker boot or app load, flask run's app import)
+            # with the conflict named, and the process exits non-zero
+            self.check_strict()
         if _gunicorn_role() == "master":
             log.info("gunicorn master (--preload); each worker registers itself")
             self._deferred_to_children = True
@@ -316,19 +321,60 @@ class Member:
             time.sleep(0.02)
 
     def _lost_routes(self, registry: Registry, record: InstanceRecord) -> list[str]:
-        """This service's routes that other services already win, as "METHOD shape (by X)"."""
+        """The conflicts this record would take part in, as "METHOD shape (held by X)".
+
+        Whatever the table reports as a conflict between services counts: an identical claim
+        another service already wins, and (once the table tracks it) a route of another
+        service that this one would shadow, or that shadows this one's. A conflict that
+        already existed with this service winning it (an older instance of the same service)
+        is not new and does not count.
+        """
+        from ._core.routesets import Assembler
+
         prefix = self.settings.etcd.prefix
         snapshot = registry.snapshot(prefix + "/")
+        table = RoutingTable.empty(prefix)
+        for change in Assembler(prefix).feed(snapshot):  # schema-2 records joined with their sets
+            table = table.apply(change)
+        before = {_conflict_key(c) for c in table.conflicts()}
         rev = snapshot.revision + 1
-        mine = Entry(
-            instance_key(prefix, record.service, record.instance_id), record.encode(), rev, rev
+        key = instance_key(prefix, record.service, record.instance_id)
+        table = table.apply(Upsert(Entry(key, record.encode(), rev, rev), rev))
+        if key in table.rejected:
+            log.warning("cannot check this instance's routes: %s", table.rejected[key])
+            return []
+        lost = []
+        for c in table.conflicts():
+            losers = {r.service for r in c.losers}
+            if record.service in losers:
+                lost.append(f"{c.method} {c.shape} (held by {c.winner.service})")
+            elif c.winner.service == record.service and _conflict_key(c) not in before:
+                others = ", ".join(sorted(losers - {record.service}))
+                lost.append(f"{c.method} {c.shape} (would take it from {others})")
+        return lost
+
+    def check_strict(self) -> None:
+        """Strict mode, before the app serves: raise :class:`RouteConflictError` naming every
+        conflict this service would take part in (or when etcd cannot tell)."""
+        record = InstanceRecord(
+            service=self.settings.service,
+            instance_id=f"strict-check-{os.getpid()}",
+            url=self.settings.advertise_url or "http://127.0.0.1:1",
+            routes=tuple(self._routes()),
+            routing=self.routing,
         )
-        table = RoutingTable.empty(prefix).apply(snapshot).apply(Upsert(mine, rev))
-        return [
-            f"{c.method} {c.shape} (held by {c.winner.service})"
-            for c in table.conflicts()
-            if any(r.service == record.service for r in c.losers)
-        ]
+        registry = self._registry_factory(self.settings.etcd)
+        try:
+            lost = self._lost_routes(registry, record)
+        except RegistryError as exc:
+            raise RouteConflictError(f"strict mode: cannot check for conflicts: {exc}") from exc
+        finally:
+            registry.close()
+        if lost:
+            raise RouteConflictError(
+                f"strict mode: service {record.service!r} refuses to start: its routes conflict "
+                f"with other services': {'; '.join(lost)}"
+            )
 
     def _after_fork_in_child(self) -> None:
         registrar = self.registrar
@@ -499,6 +545,10 @@ def _werkzeug_role(wait: float) -> str | None:
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
+
+
+def _conflict_key(c: Any) -> tuple[Any, ...]:
+    return (c.method, c.shape, c.winner.service, tuple(sorted({r.service for r in c.losers})))
 
 
 def _safe(text: str) -> str:
