@@ -372,7 +372,10 @@ class TransportBase(Generic[T]):
         inherited = current_deadline()
         deadline = None if inherited is None else now + (inherited - time.monotonic())
         with self._lock:  # the stats cache and the retry budget are shared by threads
-            stats = self.engine.stats_list(key, instances, now)
+            traffic = getattr(self.mesh, "traffic", None)  # operator weight overrides
+            stats = self.engine.stats_list(
+                key, instances, now, traffic.weight_of if traffic is not None else None
+            )
             call = self.engine.call(
                 method, service, f"{method} {path}", stats, spec, overrides, now, deadline
             )

@@ -26,6 +26,9 @@ that the thread swaps after applying each batch of updates (no locks on the read
   registers again, for at most ``hold`` seconds, or until a caller of this process cannot
   connect to it (:meth:`MeshView.refused`, called by the mesh transports). Draining records
   leave at once.
+* Operator controls beside the records (weight overrides, live edges: ``v1/overrides/``,
+  ``v1/edges/``) are kept in :attr:`MeshView.traffic` (:mod:`meshware._core.traffic`), swapped
+  by reference like the table; the table never sees them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ._core.backoff import full_jitter
 from ._core.routesets import Assembler
 from ._core.stability import HOLD_SECONDS, Stabilizer
 from ._core.table import Delete, Reset, Resolution, RoutingTable, Update, Upsert
+from ._core.traffic import TrafficState
 from ._errors import (
     EtcdCompacted,
     MeshError,
@@ -75,6 +79,8 @@ class MeshView:
         self.registry = registry
         self.prefix = prefix.rstrip("/")
         self.table = RoutingTable.empty(self.prefix)
+        #: weight overrides and live edges (read by clients and edges, swapped by reference)
+        self.traffic = TrafficState.empty(self.prefix)
         self._assembler = Assembler(self.prefix)  # joins schema-2 records with their route sets
         self._rng = rng or random.Random()
         self._on_change = on_change
@@ -250,6 +256,15 @@ class MeshView:
 
     def _apply(self, table: RoutingTable, update: Update) -> RoutingTable:
         try:
+            traffic, rest = self.traffic.split(update)
+            if traffic is not self.traffic:
+                for key, problem in traffic.rejected.items():
+                    if self.traffic.rejected.get(key) != problem:
+                        log.warning("skipping %s", problem)
+                self.traffic = traffic
+            if rest is None:
+                return table
+            update = rest
             for change in self._assembler.feed(update):  # schema-2 records joined with their sets
                 table = table.apply(change)
             return table

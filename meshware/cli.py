@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from ._config import EtcdSettings
-from ._core.table import RoutingTable
+from ._core.table import Reset, RoutingTable
+from ._core.traffic import TrafficState
 from ._errors import ConfigError, MeshError, NoRouteError, RegistryUnavailable
 
 __all__ = ["main"]
@@ -41,6 +42,11 @@ def _mesh_options(func: F) -> F:
 
 
 def _load_table(etcd: str | None, prefix: str | None) -> RoutingTable:
+    return _load(etcd, prefix)[0]
+
+
+def _load(etcd: str | None, prefix: str | None) -> tuple[RoutingTable, TrafficState]:
+    """The table and the operator controls (weight overrides, edges), read once."""
     from .registry.etcd import EtcdRegistry
 
     args = {k: v for k, v in {"etcd_endpoints": etcd, "prefix": prefix}.items() if v is not None}
@@ -56,10 +62,13 @@ def _load_table(etcd: str | None, prefix: str | None) -> RoutingTable:
         sys.exit(3)
     finally:
         registry.close()
-    table = RoutingTable.empty(settings.prefix).apply(snapshot)
-    for problem in table.rejected.values():
+    traffic, rest = TrafficState.empty(settings.prefix).split(snapshot)
+    if not isinstance(rest, Reset):  # pragma: no cover - a Reset always leaves a Reset
+        rest = Reset((), snapshot.revision)
+    table = RoutingTable.empty(settings.prefix).apply(rest)
+    for problem in (*table.rejected.values(), *traffic.rejected.values()):
         click.echo(f"warning: skipping {problem}", err=True)
-    return table
+    return table, traffic
 
 
 def _format_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> list[str]:
@@ -694,3 +703,110 @@ def proxy(
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.argument("service", required=False)
+@click.argument("weight", required=False, type=int)
+@click.option("--instance", default=None, help="Only this instance (its id, as `instances` shows).")
+@click.option("--version", "version", default=None, help="Only the instances of this version.")
+@click.option("--clear", is_flag=True, help="Remove overrides (of SERVICE, or all of them).")
+@_mesh_options
+def weight(
+    service: str | None,
+    weight: int | None,
+    instance: str | None,
+    version: str | None,
+    clear: bool,
+    etcd: str | None,
+    prefix: str | None,
+    as_json: bool,
+) -> None:
+    """Override balancing weights without redeploying (0-10000; 0: no new requests).
+
+    \b
+    meshware weight users 0 --instance web-1-4242-9f1c2ab0   drain one instance
+    meshware weight users 5 --version v2                     a canary (v1 keeps its 100)
+    meshware weight users --clear                            back to the published weights
+    meshware weight --clear                                  every override removed
+    meshware weight                                          list the overrides
+
+    Every client and edge sees a change within a second (they watch etcd).
+    """
+    from ._core.records import validate_service_name
+    from ._core.traffic import describe, weight_override_key, weights_prefix
+    from .registry.etcd import EtcdRegistry
+
+    if instance is not None and version is not None:
+        raise click.UsageError("give --instance or --version, not both")
+    for name, value in (("--instance", instance), ("--version", version)):
+        if value is not None and (not value or "/" in value or len(value) > 200):
+            raise click.UsageError(f"{name} must be 1-200 characters without '/', not {value!r}")
+    if service is not None:
+        try:
+            validate_service_name(service, setting="SERVICE")
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+    if clear and weight is not None:
+        raise click.UsageError("--clear takes no WEIGHT")
+    if not clear and service is not None and weight is None:
+        raise click.UsageError("give a WEIGHT (0-10000) or --clear")
+    if weight is not None and not 0 <= weight <= 10_000:
+        raise click.UsageError(f"WEIGHT must be a whole number 0-10000, not {weight}")
+    if service is None and (instance or version):
+        raise click.UsageError("--instance and --version need a SERVICE")
+    args = {k: v for k, v in {"etcd_endpoints": etcd, "prefix": prefix}.items() if v is not None}
+    try:
+        settings = EtcdSettings.load(args)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if service is None and not clear:
+        _table, traffic = _load(etcd, prefix)
+        rows = describe(traffic)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        elif not rows:
+            click.echo("no weight overrides: every instance has the weight it publishes")
+        else:
+            _print_table(
+                [[r["service"], r["scope"], r["name"] or "*", str(r["weight"])] for r in rows],
+                ["SERVICE", "SCOPE", "NAME", "WEIGHT"],
+            )
+        return
+    registry = EtcdRegistry.from_settings(settings)
+    try:
+        if clear:
+            if service is not None and (instance or version):
+                keys = [
+                    weight_override_key(
+                        settings.prefix, service, instance=instance, version=version
+                    )
+                ]
+            else:
+                base = weights_prefix(settings.prefix) + (service or "")
+                keys = [
+                    e.key
+                    for e in registry.snapshot(base).entries
+                    if service is None or e.key == base or e.key.startswith(base + "/")
+                ]
+            for key in keys:
+                registry.delete(key)
+            click.echo(f"removed {len(keys)} weight override(s)")
+            return
+        if service is None or weight is None:  # pragma: no cover - checked above
+            raise click.UsageError("give SERVICE and WEIGHT")
+        key = weight_override_key(settings.prefix, service, instance=instance, version=version)
+        registry.put(key, json.dumps({"weight": weight}).encode())
+        what = (
+            f"instance {instance}"
+            if instance
+            else f"version {version}"
+            if version
+            else "every instance"
+        )
+        click.echo(f"{service}: weight {weight} for {what} ({key})")
+    except RegistryUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    finally:
+        registry.close()

@@ -3,11 +3,13 @@ importing this module registers nothing.
 
 * ``limited`` (Starlette, ``uvicorn --factory limit_apps:starlette_app``) and ``limited-flask``
   (Flask, ``gunicorn 'limit_apps:flask_app()'``): ``GET /login`` limited to 10/s per caller,
-  burst 4; ``GET /report`` at most 1 in progress (it takes 0.3 s); ``GET /free`` unlimited.
+  burst 4; ``GET /report`` at most 1 in progress (it takes 0.3 s); ``GET /free`` unlimited
+  (answers its process id).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Flask
@@ -32,7 +34,7 @@ def starlette_app() -> Starlette:
         return PlainTextResponse("report")
 
     async def free(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("free")
+        return PlainTextResponse(str(os.getpid()))
 
     app = Starlette(routes=[Route("/login", login), Route("/report", report), Route("/free", free)])
     StarletteMesh(app, service="limited")
