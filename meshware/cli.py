@@ -620,11 +620,16 @@ def edge_nginx(
             )
         click.echo(f"{target}: changed, nginx reloaded", err=True)
 
-    watcher = Watcher(target, options, reload, debounce=debounce, check=checked)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     view = _view(etcd, prefix)
+    watcher = Watcher(
+        target, options, reload, debounce=debounce, check=checked, traffic=lambda: view.traffic
+    )
     view._on_change = watcher.changed
+    from .edge.presence import EdgePresence
+
+    presence = EdgePresence(view.registry, view.prefix, "nginx").start()  # edges share rates
     watcher.changed(view.table)
     try:
         watcher.run(
@@ -634,6 +639,7 @@ def edge_nginx(
     except KeyboardInterrupt:
         pass
     finally:
+        presence.stop()
         view.stop()
 
 
@@ -684,6 +690,11 @@ def proxy(
     view = _view(etcd, prefix)
     client = AsyncClient(view, total_timeout=total_timeout, timeout=total_timeout)
     app = MeshProxy(client, view, public_only=public_only, rewrites=_rewrites(rewrite))
+    presence = None
+    if public_only:  # an edge: it shares the routes' rate limits with the other edges
+        from .edge.presence import EdgePresence
+
+        presence = EdgePresence(view.registry, view.prefix, "proxy").start()
     click.echo(
         f"meshware proxy on http://{listen}/ ({'public routes only' if public_only else 'every route'})",
         err=True,
@@ -698,11 +709,9 @@ def proxy(
             proxy_headers=False,  # the caller's own X-Forwarded-For is not trusted
         )
     finally:
+        if presence is not None:
+            presence.stop()
         view.stop()
-
-
-if __name__ == "__main__":
-    main()
 
 
 @main.command()
@@ -810,3 +819,7 @@ def weight(
         sys.exit(3)
     finally:
         registry.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from .._core.records import ANY_METHOD
 from .._core.table import Instance, RoutingTable
+from .._core.traffic import TrafficState
 from .._enforce import CALLER_HEADER, EDGE_CALLER
 from .._errors import ConfigError
 from .node import render_node
@@ -122,11 +124,13 @@ def render(
     options: NginxOptions | None = None,
     *,
     weight_of: Callable[[Instance], int] | None = None,
+    edges: int = 1,
 ) -> str:
     """The nginx configuration exposing ``table``'s public routes (see the module docstring).
 
     ``weight_of`` gives an instance's effective weight (the operator's overrides); by default
-    the weight its record publishes.
+    the weight its record publishes. ``edges`` is the number of live edges sharing the routes'
+    mesh-wide rate limits: this one enforces ``1/edges`` of each.
     """
     o = options or NginxOptions()
     if o.scope == "node":
@@ -183,9 +187,15 @@ def render(
             body.append("}")
             body.append("")
     usable = [r for r in routes if (r.service, r.instances) in names]
+    limits = _limit_zones(usable, edges)
+    if limits:
+        body[:0] = [line for lim in limits.values() for line in lim.zone_lines] + [""]
     body.extend(
         _server(
-            usable, {(r.service, r.instances): names[(r.service, r.instances)] for r in usable}, o
+            usable,
+            {(r.service, r.instances): names[(r.service, r.instances)] for r in usable},
+            o,
+            limits,
         )
     )
     return _wrap(o, lines, body)
@@ -218,8 +228,12 @@ def _wrap(o: NginxOptions, lines: list[str], body: list[str]) -> str:
 
 
 def _server(
-    routes: list[PublicRoute], upstreams: dict[tuple[str, tuple[str, ...]], str], o: NginxOptions
+    routes: list[PublicRoute],
+    upstreams: dict[tuple[str, tuple[str, ...]], str],
+    o: NginxOptions,
+    limits: dict[int, _Limit] | None = None,
 ) -> list[str]:
+    limits = limits or {}
     out = [
         "server {",
         f"    listen {o.listen};",
@@ -252,8 +266,12 @@ def _server(
         r'    if ($request_uri ~* "^[^?]*(%2e|%2f|%5c|%00|\\\\|//|/\\.\\.?(/|\\?|$))") { return 400; }',
         "",
     ]
-    for r in routes:
-        out += _location(r, upstreams[(r.service, r.instances)])
+    if limits:
+        out += ["    limit_req_status 429;", "    limit_conn_status 429;"]
+    for i, r in enumerate(routes):
+        out += _location(r, upstreams[(r.service, r.instances)], limits.get(i))
+    for lim in limits.values():
+        out += lim.named_location
     out += [
         "    location / {",
         "        return 404;",
@@ -269,7 +287,72 @@ def _server(
     return out
 
 
-def _location(r: PublicRoute, upstream: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    """The nginx lines enforcing one public route's limits at this edge."""
+
+    zone_lines: list[str]
+    location_lines: list[str]
+    named_location: list[str]
+
+
+def _nginx_rate(per_second: float) -> tuple[str, float]:
+    """nginx takes whole requests per second or per minute: the closest, never under 1/min
+    (README: a share below that is enforced as 1/min). The text and its rate per second."""
+    if per_second >= 1 and per_second == int(per_second):
+        return f"{int(per_second)}r/s", per_second
+    per_minute = max(1, round(per_second * 60))
+    return f"{per_minute}r/m", per_minute / 60
+
+
+def _limit_zones(routes: list[PublicRoute], edges: int) -> dict[int, _Limit]:
+    """Zones and directives for the public routes that declare limits (route index -> lines).
+
+    The rate and the burst are shared by the live edges (1/N each, the burst rounded up); the
+    key is the client's address (``per="client"``) or one key for the route; concurrency is
+    per edge, like a member's. Refusals are ``429`` with ``Retry-After`` (the seconds until the
+    next request is allowed, at least 1) from a named location.
+    """
+    out: dict[int, _Limit] = {}
+    for i, r in enumerate(routes):
+        limits = r.route.spec.limits
+        if limits is None:
+            continue
+        zones: list[str] = []
+        here: list[str] = []
+        retry_after = 1
+        if limits.rate is not None:
+            share, burst = limits.share(edges)
+            text, rate = _nginx_rate(share)
+            key = "$binary_remote_addr" if limits.per == "client" else "$meshware_route_key"
+            zones.append(
+                f"limit_req_zone {key} zone=meshware_req_{i}:1m rate={text};"
+                f"  # {r.service} {r.route.template.text}: {limits.rate_text}"
+                f" {limits.per} / {edges} edge(s)"
+            )
+            here.append(
+                f"        limit_req zone=meshware_req_{i}{f' burst={burst}' if burst else ''} nodelay;"
+            )
+            retry_after = max(1, math.ceil(1 / rate))
+        if limits.concurrency is not None:
+            zones.append(f"limit_conn_zone $meshware_route_key zone=meshware_conn_{i}:1m;")
+            here.append(f"        limit_conn meshware_conn_{i} {limits.concurrency};")
+        here.append(f"        error_page 429 @meshware_429_{i};")
+        named = [
+            f"    location @meshware_429_{i} {{",
+            f"        add_header Retry-After {retry_after} always;",
+            '        return 429 "too many requests\n";',
+            "    }",
+        ]
+        out[i] = _Limit(zones, here, named)
+    if out:
+        # a constant key: one bucket for the route (per="route") and for concurrency
+        first = next(iter(out.values()))
+        first.zone_lines[:0] = ["map $server_port $meshware_route_key { default route; }"]
+    return out
+
+
+def _location(r: PublicRoute, upstream: str, limit: _Limit | None = None) -> list[str]:
     public = r.public
     if public.params:
         header = f'    location ~ "^{_nginx_regex(public.regex.pattern)}$" {{'
@@ -283,6 +366,8 @@ def _location(r: PublicRoute, upstream: str) -> list[str]:
         pub = r.rewrite.public or ""
         internal = r.rewrite.internal or ""
         out.append(f'        rewrite "^{_escape(pub)}(.*)$" "{internal}$1" break;')
+    if limit is not None:
+        out += limit.location_lines
     out.append(f"        proxy_pass http://{upstream};")
     out.append("    }")
     return out
@@ -394,7 +479,8 @@ class Watcher:
     """Re-render on table changes (debounced), validate, replace the file, reload nginx.
 
     ``reload`` is called after a changed configuration was written; nothing happens when the
-    rendered text did not change.
+    rendered text did not change. ``traffic`` returns the view's weight overrides and live
+    edges (:attr:`meshware.MeshView.traffic`): a new edge or override re-renders too.
     """
 
     def __init__(
@@ -405,8 +491,10 @@ class Watcher:
         *,
         debounce: float = 0.5,
         check: Callable[[str], None] | None = None,
+        traffic: Callable[[], TrafficState] | None = None,
     ) -> None:
         self.out = out
+        self.traffic = traffic  # weight overrides and the number of live edges
         self.options = options
         self.reload = reload
         self.debounce = debounce
@@ -426,7 +514,13 @@ class Watcher:
     def apply(self, table: RoutingTable) -> bool:
         """Render, and if different, validate, write and reload; whether it wrote."""
         self.renders += 1
-        text = render(table, self.options)
+        state = self.traffic() if self.traffic is not None else None
+        text = render(
+            table,
+            self.options,
+            weight_of=state.weight_of if state is not None else None,
+            edges=state.edges if state is not None else 1,
+        )
         if text == self._installed:
             return False
         if self._installed is None and not self.writes:  # first run: the file may be in force

@@ -14,13 +14,15 @@ It is a plain ASGI app (:class:`MeshProxy`) served by uvicorn.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
+from .._core.limits import RateLimiter, RouteLimits, retry_after_header
 from .._core.records import ANY_METHOD
-from .._core.table import Resolution, RoutingTable
+from .._core.table import Resolution, Route, RoutingTable
 from .._deadline import DEADLINE_HEADER, enter_from_header, leave
 from .._enforce import EDGE_CALLER
 from .._errors import (
@@ -64,6 +66,42 @@ _UNTRUSTED = frozenset(
 )
 
 
+class _EdgeLimits:
+    """The public routes' limits at this edge: a token bucket per route and client address
+    (or one per route) with ``1/N`` of the rate for N live edges, and concurrency gates.
+    Used from the event loop's thread only."""
+
+    def __init__(self) -> None:
+        self._rates: dict[str, tuple[RateLimiter, int, RouteLimits]] = {}
+        self._inflight: dict[str, int] = {}
+
+    def take(self, route: Route, client: str, edges: int, now: float) -> float:
+        limits = route.spec.limits
+        if limits is None or limits.rate is None:
+            return 0.0
+        held = self._rates.get(route.key)
+        if held is None:
+            held = self._rates[route.key] = (RateLimiter(*limits.share(edges)), edges, limits)
+        elif held[1] != edges or held[2] != limits:  # buckets keep their tokens
+            held[0].reconfigure(*limits.share(edges))
+            held = self._rates[route.key] = (held[0], edges, limits)
+        return held[0].take(client if limits.per == "client" else "", now)
+
+    def enter(self, route: Route) -> bool | None:
+        """None: no concurrency limit; True: entered (call :meth:`leave`); False: refused."""
+        limits = route.spec.limits
+        if limits is None or limits.concurrency is None:
+            return None
+        n = self._inflight.get(route.key, 0)
+        if n >= limits.concurrency:
+            return False
+        self._inflight[route.key] = n + 1
+        return True
+
+    def leave(self, route: Route) -> None:
+        self._inflight[route.key] -= 1
+
+
 class _PublicIndex:
     """The public routes of one table, ready to match a public path."""
 
@@ -105,6 +143,7 @@ class MeshProxy:
         self.public_only = public_only
         self.rewrites = rewrites
         self._index: _PublicIndex | None = None
+        self._limits = _EdgeLimits()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -147,7 +186,43 @@ class MeshProxy:
                 else:
                     await _answer(send, 404, "not found")
                 return
-            path = found.internal_path(path)
+            client = scope.get("client")
+            wait = self._limits.take(
+                found.route, client[0] if client else "", self._edges(), time.monotonic()
+            )
+            if wait > 0.0:
+                await _answer(send, 429, "too many requests", retry_after=retry_after_header(wait))
+                return
+            gate = self._limits.enter(found.route)
+            if gate is False:
+                await _answer(send, 429, "too many requests", retry_after="1")
+                return
+            try:
+                await self._forward(
+                    scope, receive, send, method, found.internal_path(path), query, found, table
+                )
+            finally:
+                if gate is True:
+                    self._limits.leave(found.route)
+            return
+        await self._forward(scope, receive, send, method, path, query, None, None)
+
+    def _edges(self) -> int:
+        traffic = getattr(self.mesh, "traffic", None)
+        return traffic.edges if traffic is not None else 1
+
+    async def _forward(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        method: str,
+        path: str,
+        query: bytes,
+        found: PublicRoute | None,
+        table: RoutingTable | None,
+    ) -> None:
+        if found is not None and table is not None:
             # the mesh must route it to that very route: a more specific private route of the
             # same paths (or another service's) wins in the table, and must not be reached
             routed = table.match(method, path)
@@ -256,7 +331,9 @@ async def _body(receive: Any) -> AsyncIterator[bytes]:
             return
 
 
-async def _answer(send: Any, status: int, text: str, *, allow: str | None = None) -> None:
+async def _answer(
+    send: Any, status: int, text: str, *, allow: str | None = None, retry_after: str | None = None
+) -> None:
     body = (text + "\n").encode("utf-8", "replace")
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -264,5 +341,7 @@ async def _answer(send: Any, status: int, text: str, *, allow: str | None = None
     ]
     if allow is not None:
         headers.append((b"allow", allow.encode("latin-1")))
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
