@@ -821,5 +821,88 @@ def weight(
         registry.close()
 
 
+@main.group("etcd")
+def etcd_group() -> None:
+    """Set up etcd for a mesh where services cannot overwrite each other (RBAC)."""
+
+
+def _admin_client(etcd: str | None, prefix: str | None) -> tuple[Any, str]:
+    from .registry.etcd import EtcdRegistry
+
+    args = {k: v for k, v in {"etcd_endpoints": etcd, "prefix": prefix}.items() if v is not None}
+    try:
+        settings = EtcdSettings.load(args)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return EtcdRegistry.from_settings(settings).client, settings.prefix
+
+
+def _etcd_options(func: F) -> F:
+    func = click.option("--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX).")(
+        func
+    )
+    return click.option("--etcd", "etcd", default=None, help="etcd endpoints, comma-separated.")(
+        func
+    )
+
+
+@etcd_group.command("setup-auth")
+@click.option("--root-password", required=True, help="Password of etcd's root user (created).")
+@click.option("--reader-password", default=None, help="Password of meshware-reader (generated).")
+@_etcd_options
+def etcd_setup_auth(
+    etcd: str | None, prefix: str | None, root_password: str, reader_password: str | None
+) -> None:
+    """Create root and the reader role/user (reads the whole prefix), then enable auth."""
+    from .registry.rbac import setup_auth
+
+    client, prefix_ = _admin_client(etcd, prefix)
+    try:
+        created = setup_auth(
+            client, prefix_, root_password=root_password, reader_password=reader_password
+        )
+    except MeshError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3 if isinstance(exc, RegistryUnavailable) else 1)
+    finally:
+        client.close()
+    click.echo(f"authentication enabled; readers of {prefix_}/ log in as meshware-reader")
+    if created and not reader_password:
+        click.echo(f"meshware-reader password: {created}")
+
+
+@etcd_group.command("grant")
+@click.argument("service")
+@click.option("--user", default=None, help="etcd user for the service (default: its name).")
+@click.option("--password", default=None, help="Its password (default: generated, printed).")
+@_etcd_options
+def etcd_grant(
+    service: str, etcd: str | None, prefix: str | None, user: str | None, password: str | None
+) -> None:
+    """Let SERVICE write only its own keys (instances, route sets) and read the mesh.
+
+    Run it as etcd's root (MESHWARE_ETCD_USERNAME / MESHWARE_ETCD_PASSWORD); then give the
+    service's processes the printed user and password.
+    """
+    from .registry.rbac import grant_service
+
+    client, prefix_ = _admin_client(etcd, prefix)
+    try:
+        grant = grant_service(client, prefix_, service, user=user, password=password)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except MeshError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3 if isinstance(exc, RegistryUnavailable) else 1)
+    finally:
+        client.close()
+    click.echo(f"role {grant.role}: read {grant.read}, write " + ", ".join(grant.write))
+    click.echo(f"user {grant.user} holds it")
+    if grant.password is not None and not password:
+        click.echo(f"password: {grant.password}")
+    elif grant.password is None:
+        click.echo("(the user existed already: its password is unchanged)")
+
+
 if __name__ == "__main__":
     main()
