@@ -66,10 +66,18 @@ What is published:
   then get their own ``RouteSpec`` (see :func:`~._select.specs_for`). ``exclude`` drops the
   route (or the method).
 * ``include`` / ``exclude`` patterns: see :class:`~._select.Selection`.
+
+Shadows (:func:`flask_published`): every rule the app matches but meshware does not publish
+(the static routes unless ``include_static``, rules and methods excluded by a mark or a pattern)
+is published as a shadow, at its place in the rule order, so that no other route takes its
+paths. Rules whose converters werkzeug weighs differently from the canonical converter they are
+published as (``float`` as ``re:``, signed or fixed-width numbers, custom converters) carry
+their ``weights``: werkzeug orders equally shaped rules by them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -90,7 +98,7 @@ from werkzeug.routing import (
 )
 from werkzeug.routing.rules import parse_converter_args
 
-from meshware._core.records import Kind, RouteSpec
+from meshware._core.records import Kind, Published, RouteSpec, Shadow, ShadowReason
 from meshware._errors import TemplateError
 from meshware._markers import marks_of
 
@@ -105,7 +113,7 @@ from ._select import (
     specs_for,
 )
 
-__all__ = ["flask_routes"]
+__all__ = ["flask_published", "flask_routes"]
 
 # werkzeug's variable syntax (``werkzeug.routing.rules._part_re``): <converter(args):name>.
 _VARIABLE = re.compile(
@@ -123,8 +131,8 @@ def flask_routes(
 ) -> list[RouteSpec]:
     """Every route ``app`` serves, as canonical ``RouteSpec`` s.
 
-    The order is ``app.url_map.iter_rules()`` (rules grouped by endpoint); it carries no
-    meaning, werkzeug matches by specificity.
+    The order is ``app.url_map.iter_rules()`` (the order the rules were added, which breaks
+    werkzeug's ties between equally weighted rules).
 
     ``include`` / ``exclude`` are fnmatch patterns tried against each route's template and
     endpoint name (``include=None``: everything; ``exclude`` wins). The static-file routes are
@@ -133,50 +141,80 @@ def flask_routes(
     written as a template at all raises :class:`~meshware.TemplateError` (exclude it by name).
     The caller publishes the list with ``routing="specificity"``.
     """
+    return list(
+        flask_published(app, include=include, exclude=exclude, include_static=include_static).routes
+    )
+
+
+def flask_published(
+    app: Flask,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    include_static: bool = False,
+) -> Published:
+    """:func:`flask_routes`, and the rules left out of them as shadows (see the module notes)."""
     selection = Selection(include, exclude)
-    out: list[RouteSpec] = []
+    routes: list[RouteSpec] = []
+    shadows: list[Shadow] = []
     for rule in app.url_map.iter_rules():
-        out.extend(_rule_specs(app, rule, selection, include_static=include_static))
-    return out
+        published, hidden = _rule_specs(app, rule, selection, include_static=include_static)
+        for spec, reason in hidden:
+            shadows.append(Shadow(spec, len(routes), reason))
+        routes.extend(published)
+    return Published(tuple(routes), tuple(shadows))
 
 
 def _rule_specs(
     app: Flask, rule: Rule, selection: Selection, *, include_static: bool
-) -> list[RouteSpec]:
+) -> tuple[list[RouteSpec], list[tuple[RouteSpec, ShadowReason]]]:
     if rule.build_only:
-        return []
+        return [], []
     name = rule.endpoint if isinstance(rule.endpoint, str) else None
     view = app.view_functions.get(name) if name is not None else None
-    if not include_static and _is_static(app, rule, view):
-        return []
+    static = not include_static and _is_static(app, rule, view)
     where = f"Flask route {rule.rule!r} (endpoint {name!r})"
     base_marks = _view_marks(view)
-    if base_marks.get("exclude"):
-        return []
     try:
         host = _host(app, rule, where)
         text = re.sub("/{2,}", "/", rule.rule) if rule.merge_slashes else rule.rule
-        template = render_template(_pieces(rule, text, where), where=where)
+        pieces, weights = _pieces_and_weights(rule, text, where)
+        template = render_template(pieces, where=where)
     except TemplateError:
-        if selection.excludes_name(name):
-            return []
+        if selection.excludes_name(name) or static or base_marks.get("exclude"):
+            return [], []  # not expressible as a template: it cannot be a shadow either
         raise
     except _Unreachable as exc:
-        warnings.warn(f"{where} is not published: {exc}", stacklevel=2)
-        return []
+        if not static and not base_marks.get("exclude"):
+            warnings.warn(f"{where} is not published: {exc}", stacklevel=2)
+        return [], []
     kind: Kind = "websocket" if rule.websocket else "http"
     methods: Sequence[str] = ("GET",)
     if not rule.websocket:
         methods = sorted(rule.methods) if rule.methods else ("*",)
-    specs = specs_for(
-        template,
-        methods,
-        name=name,
-        kind=kind,
-        host=host,
-        marks=_method_marks(view, base_marks),
-    )
-    return [s for s in specs if selection.selects(s.template, s.name)]
+    if static or base_marks.get("exclude"):
+        spec = RouteSpec(template, tuple(methods), name=name, kind=kind, host=host, weights=weights)
+        return [], [(spec, "static" if static else "excluded")]
+    marks = _method_marks(view, base_marks)
+    specs = specs_for(template, methods, name=name, kind=kind, host=host, marks=marks)
+    if weights is not None:
+        specs = [dataclasses.replace(s, weights=weights) for s in specs]
+    published = [s for s in specs if selection.selects(s.template, s.name)]
+    hidden: list[tuple[RouteSpec, ShadowReason]] = [
+        (
+            dataclasses.replace(s, public=False, idempotent=None, timeout=None, retries=None),
+            "excluded",
+        )
+        for s in specs
+        if s not in published
+    ]
+    left_out = sorted(m for m in methods if marks(m).get("exclude"))
+    if left_out:
+        spec = RouteSpec(
+            template, tuple(left_out), name=name, kind=kind, host=host, weights=weights
+        )
+        hidden.append((spec, "excluded"))
+    return published, hidden
 
 
 # --------------------------------------------------------------------------- views and marks
@@ -276,15 +314,33 @@ def _subdomain_matches(rule: Rule, subdomain: str, value: str) -> bool:
 
 
 def _pieces(rule: Rule, text: str, where: str) -> list[Piece]:
+    return _pieces_and_weights(rule, text, where)[0]
+
+
+_CANONICAL_WEIGHTS = {"int": 50, "float": 50, "path": 200}
+
+
+def _pieces_and_weights(
+    rule: Rule, text: str, where: str
+) -> tuple[list[Piece], tuple[int, ...] | None]:
+    """The template pieces, and werkzeug's converter weights when one differs from the
+    canonical converter's (``None`` otherwise)."""
     pieces: list[Piece] = []
+    weights: list[int] = []
+    differs = False
     pos = 0
     for m in _VARIABLE.finditer(text):
         pieces.append(text[pos : m.start()])
         variable = m.group("variable")
-        pieces.append(Param(variable, _kind(_converter(rule, m), where, variable)))
+        converter = _converter(rule, m)
+        kind = _kind(converter, where, variable)
+        pieces.append(Param(variable, kind))
+        weight = int(getattr(converter, "weight", 100))
+        weights.append(weight)
+        differs = differs or weight != _CANONICAL_WEIGHTS.get(kind, 100)
         pos = m.end()
     pieces.append(text[pos:])
-    return pieces
+    return pieces, tuple(weights) if differs else None
 
 
 def _converter(rule: Rule, m: re.Match[str]) -> BaseConverter:

@@ -42,7 +42,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from meshware._core.limits import RouteLimits, limits_from_json
-from meshware._core.records import ANY_METHOD, Kind, RouteSpec
+from meshware._core.records import ANY_METHOD, Kind, Published, RouteSpec
 from meshware._errors import ConfigError, TemplateError
 
 __all__ = [
@@ -488,6 +488,10 @@ class RouteOptions:
                 ) from exc
             out.append((pattern, fields))
         self.policies = tuple(out)
+
+    def apply_published(self, published: Published) -> Published:
+        """:meth:`apply` to the routes of ``published`` (shadows are never public)."""
+        return Published(tuple(self.apply(published.routes)), published.shadows)
 
     def apply(self, specs: Iterable[RouteSpec]) -> list[RouteSpec]:
         """``specs`` with the options filled in where the views' own marks left a field unset."""

@@ -39,6 +39,13 @@ returns them in that order (depth first through mounts) and the caller publishes
   handler methods. Marks on a mounted app (or a middleware around it) apply to every route
   under the mount; ``exclude`` there drops the whole mount.
 * ``include`` / ``exclude`` patterns: see :class:`~._select.Selection`.
+* Shadows (:func:`starlette_published`): what the app answers but meshware does not publish is
+  published as a shadow at its place in the order: ``StaticFiles`` mounts and frontend
+  directories (``static``), the docs routes (``docs``), routes and mounts excluded by a mark or a
+  pattern (``excluded``), and, after the routes of every introspected ``Mount`` or ``Host``, the
+  rest of it (``mount``: ``{prefix}/{path:path}``, any method): Starlette hands every path under
+  a mount to its sub-app, which answers 404 (or 405, or its own slash redirect) for paths none
+  of its routes match, so no later route may take them.
 
 ``root_path`` (``FastAPI(root_path="/api")``), measured with FastAPI 0.165 / Starlette 1.10 and
 ``TestClient`` calling the app directly, as a mesh peer does: FastAPI writes its ``root_path``
@@ -77,7 +84,7 @@ from starlette.endpoints import HTTPEndpoint
 from starlette.routing import PARAM_REGEX, BaseRoute, Host, Mount, Route, Router, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from meshware._core.records import ANY_METHOD, Kind, RouteSpec
+from meshware._core.records import ANY_METHOD, Kind, Published, RouteSpec, Shadow, ShadowReason
 from meshware._errors import ConfigError, TemplateError
 from meshware._markers import marks_of
 
@@ -92,7 +99,7 @@ from ._select import (
     specs_for,
 )
 
-__all__ = ["starlette_routes"]
+__all__ = ["starlette_published", "starlette_routes"]
 
 _BUILTIN_CONVERTORS: dict[type[Any], str] = {
     StringConvertor: "str",
@@ -126,6 +133,26 @@ def starlette_routes(
     publishes the list with ``routing="ordered"``. Raises :class:`~meshware.ConfigError` if no
     router can be found in ``app``.
     """
+    return list(
+        starlette_published(
+            app,
+            include=include,
+            exclude=exclude,
+            include_static=include_static,
+            include_docs=include_docs,
+        ).routes
+    )
+
+
+def starlette_published(
+    app: object,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    include_static: bool = False,
+    include_docs: bool = False,
+) -> Published:
+    """:func:`starlette_routes`, and what the app answers outside them as shadows."""
     target = _unwrap(app)
     if target.router is None:
         raise ConfigError(
@@ -145,7 +172,9 @@ def starlette_routes(
     )
     if not target.marks.get("exclude"):
         walker.router(target, level)
-    return walker.out
+    else:
+        walker.hide((*level.prefix, "/", Param("path", "path")), (ANY_METHOD,), level, "excluded")
+    return Published(tuple(walker.out), tuple(walker.shadows))
 
 
 # --------------------------------------------------------------------------- unwrapping
@@ -247,6 +276,28 @@ class _Walker:
         self.include_static = include_static
         self.include_docs = include_docs
         self.out: list[RouteSpec] = []
+        self.shadows: list[Shadow] = []
+
+    def hide(
+        self,
+        pieces: Iterable[Piece],
+        methods: Sequence[str],
+        level: _Level,
+        reason: ShadowReason,
+        *,
+        name: str | None = None,
+        kind: Kind = "http",
+    ) -> None:
+        """Publish what the app answers but meshware does not route to as a shadow."""
+        try:
+            template = render_template(pieces, where="a shadow")
+            host = None
+            if level.host is not None:
+                host = render_template(level.host, where="a shadow", host=True)
+        except TemplateError:
+            return  # not expressible as a template: it cannot be a shadow either
+        spec = RouteSpec(template, tuple(sorted(set(methods))), name=name, kind=kind, host=host)
+        self.shadows.append(Shadow(spec, len(self.out), reason))
 
     # -- routers
 
@@ -268,6 +319,7 @@ class _Walker:
     def route(self, route: BaseRoute, level: _Level, docs: frozenset[str]) -> None:
         if isinstance(route, Route):
             if type(route) is Route and route.path in docs:
+                self.http(route, level, reason="docs")
                 return
             self.http(route, level)
         elif isinstance(route, WebSocketRoute):
@@ -306,19 +358,24 @@ class _Walker:
 
     # -- leaves
 
-    def http(self, route: Any, level: _Level) -> None:
+    def http(self, route: Any, level: _Level, reason: ShadowReason | None = None) -> None:
         endpoint = route.endpoint
         name = self.name(level, route.name)
         where = f"Starlette route {level.raw + route.path!r} (name {name!r})"
         base = {**level.marks, **marks_of(endpoint)}
-        if base.get("exclude"):
-            return
         # No methods (None, or the empty set FastAPI copies it to) means "no method check".
         methods: Sequence[str] = sorted(route.methods) if route.methods else ()
         if not methods:
             methods = _endpoint_methods(endpoint)
         if not methods:
             return  # an HTTPEndpoint with no handler answers nothing but 405
+        if reason is not None or base.get("exclude"):
+            try:
+                pieces = (*level.prefix, *_pieces(route.path, route.param_convertors, where))
+            except TemplateError:
+                return
+            self.hide(pieces, methods, level, reason or "excluded", name=name)
+            return
         template = self.template(level, route.path, route.param_convertors, name, where)
         if template is None:
             return
@@ -394,7 +451,9 @@ class _Walker:
     ) -> None:
         target = _unwrap(app)
         marks = {**level.marks, **target.marks}
+        rest = (*pieces, "/", Param("path", "path"))
         if marks.get("exclude"):
+            self.hide(rest, (ANY_METHOD,), _Level(host=host), "excluded")
             return
         namespace = level.namespace + (name + ":" if name else "")
         inner = _Level(
@@ -418,6 +477,7 @@ class _Walker:
                     "root path, so none of its routes can be reached; they are not published",
                     stacklevel=2,
                 )
+                self.hide(rest, (ANY_METHOD,), inner, "mount")
                 return
             inner = _Level(
                 prefix=(sub_root,),
@@ -428,6 +488,9 @@ class _Walker:
                 root=sub_root,
             )
         self.router(target, inner)
+        # Starlette hands every path under the mount to its sub-app: what none of its routes
+        # match is answered there (404/405), never by a later route
+        self.hide(rest, (ANY_METHOD,), inner, "mount")
 
     def opaque(
         self,
@@ -439,20 +502,21 @@ class _Walker:
         where: str,
     ) -> None:
         """An app meshware cannot look into: every path under ``pieces``."""
+        rest = (*pieces, "/", Param("path", "path"))
         if target.static and not self.include_static:
+            self.hide(rest, (ANY_METHOD,), level, "static", name=name, kind="mount")
             return
         marks = {**level.marks, **target.marks}
         if marks.get("exclude"):
+            self.hide(rest, (ANY_METHOD,), level, "excluded", name=name, kind="mount")
             return
         methods = _STATIC_METHODS if target.static else (ANY_METHOD,)
-        template = self.render((*pieces, "/", Param("path", "path")), name, where)
+        template = self.render(rest, name, where)
         if template is not None:
             self.emit(template, methods, name, "mount", level, where, lambda m: marks)
 
     def frontend(self, router: Router, level: _Level) -> None:
         """FastAPI's ``APIRouter.frontend(...)`` directories: static files, tried last."""
-        if not self.include_static:
-            return
         iter_low = getattr(router, "_iter_low_priority_routes", None)
         if iter_low is None:
             return
@@ -466,6 +530,9 @@ class _Walker:
                 full = (prefix + path if path != "/" else prefix) if prefix else path
                 where = f"FastAPI frontend {level.raw + full!r}"
                 pieces = (*level.prefix, full.rstrip("/"), "/", Param("path", "path"))
+                if not self.include_static:
+                    self.hide(pieces, (ANY_METHOD,), level, "static", kind="mount")
+                    continue
                 template = self.render(pieces, None, where)
                 if template is not None:
                     self.emit(template, _STATIC_METHODS, None, "mount", level, where, lambda m: {})
@@ -513,9 +580,16 @@ class _Walker:
         host = None
         if level.host is not None:
             host = render_template(level.host, where=where, host=True)
+        left_out = sorted(m for m in methods if marks(m).get("exclude"))
+        if left_out:
+            spec = RouteSpec(template, tuple(left_out), name=name, kind=kind, host=host)
+            self.shadows.append(Shadow(spec, len(self.out), "excluded"))
         for spec in specs_for(template, methods, name=name, kind=kind, host=host, marks=marks):
             if self.selection.selects(spec.template, spec.name):
                 self.out.append(spec)
+            else:
+                hidden = RouteSpec(spec.template, spec.methods, name=name, kind=kind, host=host)
+                self.shadows.append(Shadow(hidden, len(self.out), "excluded"))
 
 
 # --------------------------------------------------------------------------- endpoints

@@ -32,7 +32,7 @@ from meshware._deadline import DEADLINE_HEADER, enter_from_header, leave
 from meshware._enforce import Enforcer, LimitWSGI
 from meshware._member import Member, RegistryFactory
 
-from ._flask_routes import flask_routes
+from ._flask_routes import flask_published
 from ._options import load_settings
 from ._select import RouteOptions
 
@@ -100,8 +100,8 @@ class Mesh:
         self.app = app
         self.member = Member(
             settings,
-            routes=lambda: self.route_options.apply(
-                flask_routes(
+            routes=lambda: self.route_options.apply_published(
+                flask_published(
                     app,
                     include=self.include,
                     exclude=self.exclude,

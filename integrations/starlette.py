@@ -27,7 +27,7 @@ from meshware._member import Member, RegistryFactory
 
 from ._options import load_settings
 from ._select import RouteOptions
-from ._starlette_routes import starlette_routes
+from ._starlette_routes import starlette_published
 
 __all__ = ["Mesh"]
 
@@ -88,8 +88,8 @@ class Mesh:
         settings = load_settings(self.options)
         self.member = member = Member(
             settings,
-            routes=lambda: self.route_options.apply(
-                starlette_routes(
+            routes=lambda: self.route_options.apply_published(
+                starlette_published(
                     app,
                     include=self.include,
                     exclude=self.exclude,

@@ -17,9 +17,17 @@ from ._async_transport import AsyncMeshTransport
 from ._client import AsyncClient, Client
 from ._config import EtcdSettings, MemberSettings
 from ._core.policy import ClientPolicy
-from ._core.records import InstanceRecord, RouteSpec
+from ._core.records import InstanceRecord, RouteSpec, Shadow
 from ._core.retry import Attempt
-from ._core.table import Conflict, Endpoints, Instance, Resolution, Route, RoutingTable
+from ._core.table import (
+    Conflict,
+    Endpoints,
+    Instance,
+    Resolution,
+    Route,
+    RoutingTable,
+    Shadowed,
+)
 from ._core.templates import Template, parse_template
 from ._deadline import DEADLINE_HEADER, deadline, time_left
 from ._errors import (
@@ -40,6 +48,7 @@ from ._errors import (
     RouteConflictError,
     RoutingError,
     TableNotLoaded,
+    ShadowedRouteError,
     TemplateError,
     Throttled,
 )
@@ -86,6 +95,9 @@ __all__ = [
     "RoutingError",
     "RoutingTable",
     "TableNotLoaded",
+    "Shadow",
+    "Shadowed",
+    "ShadowedRouteError",
     "Template",
     "TemplateError",
     "Throttled",

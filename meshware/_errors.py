@@ -6,6 +6,7 @@ One root, a shallow tree (the shape httpx uses)::
     ├── ConfigError            (also ValueError)  a setting is missing or wrong
     ├── RoutingError       (also httpx.RequestError)
     │   ├── NoRouteError       (also LookupError) no service publishes the method + path
+    │   │   └── ShadowedRouteError                 the app serves it, but not for mesh calls
     │   ├── NoEndpointAvailable (also httpx.ConnectError) a route exists but no live instance serves it
     │   └── TableNotLoaded                        the routing table was never loaded (etcd unreachable)
     ├── RetriesExhausted   (also httpx.TransportError, and the last attempt's error class)
@@ -59,6 +60,7 @@ __all__ = [
     "RouteConflictError",
     "RoutingError",
     "TableNotLoaded",
+    "ShadowedRouteError",
     "TemplateError",
     "Throttled",
 ]
@@ -119,6 +121,29 @@ class NoRouteError(RoutingError, LookupError):
                 "route (see `meshware routes`)"
             )
         super().__init__(msg)
+
+
+class ShadowedRouteError(NoRouteError):
+    """The path goes to a route its app serves but does not publish for mesh calls.
+
+    Static files, API docs, routes excluded with ``@meshware.exclude`` (or a pattern), and the
+    rest of a mount are *shadows*: they take part in matching, so no other route takes their
+    paths, but the mesh never routes to them. ``service``, ``template`` and ``reason`` (``static``,
+    ``docs``, ``excluded``) name the shadow.
+    """
+
+    def __init__(self, method: str, path: str, *, service: str, template: str, reason: str) -> None:
+        self.service = service
+        self.template = template
+        self.reason = reason
+        super().__init__(method, path)
+        self.args = (
+            f"no route for {method} {path}: service {service!r} serves it with {template} "
+            f"({reason}), which is not published for mesh calls",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class NoEndpointAvailable(RoutingError, httpx.ConnectError):

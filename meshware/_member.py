@@ -39,7 +39,7 @@ from types import FrameType
 from typing import Any
 
 from ._config import EtcdSettings, MemberSettings
-from ._core.records import InstanceRecord, RouteSpec, Routing, instance_key
+from ._core.records import InstanceRecord, Published, RouteSpec, Routing, instance_key
 from ._core.table import Entry, RoutingTable, Upsert
 from ._errors import ConfigError, MeshError, RegistryError, RouteConflictError
 from ._listen import listening_urls
@@ -70,7 +70,7 @@ class Member:
         self,
         settings: MemberSettings,
         *,
-        routes: Callable[[], Sequence[RouteSpec]],
+        routes: Callable[[], Sequence[RouteSpec] | Published],
         routing: Routing,
         framework: str,
         registry_factory: RegistryFactory | None = None,
@@ -172,7 +172,11 @@ class Member:
         ):
             log.info("werkzeug reloader parent; the serving child registers itself")
             return
-        routes = tuple(self._routes())
+        introspected = self._routes()
+        if isinstance(introspected, Published):
+            routes, shadows = introspected.routes, introspected.shadows
+        else:
+            routes, shadows = tuple(introspected), ()
         pid = os.getpid()
         hostname = socket.gethostname()
         instance_id = f"{_safe(hostname)}-{pid}-{uuid.uuid4().hex[:8]}"
@@ -181,6 +185,7 @@ class Member:
             instance_id=instance_id,
             url=url,
             routes=routes,
+            shadows=shadows,
             routing=self.routing,
             zone=self.settings.zone,
             weight=self.settings.weight,

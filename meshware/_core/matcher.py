@@ -1,234 +1,667 @@
-"""A persistent segment trie that maps request paths to template claims.
+"""One service's router, compiled: decides between the service's routes exactly as the app does.
 
 Design notes
 ------------
-* **Never scan.** A linear regex scan costs 41 µs at 1,000 routes and 418 µs at 10,000 (DESIGN §5);
-  the trie walks one node per path segment: a dict lookup for static segments, then the node's
-  dynamic children in precedence order (see :mod:`.templates` for the ranks), then a ``path``
-  child that may swallow several segments. Backtracking makes the first match in precedence order
-  win, which is what werkzeug's state machine does (static transitions before dynamic ones).
-* **Terminals are opaque.** The trie stores one value per template *shape* and knows nothing of
-  methods, services or conflicts; the caller passes ``accept(value, params)`` which returns a
-  result or ``None`` to keep looking (a path that matches but whose method is not allowed must
-  fall through to lower-precedence templates, as in both werkzeug and Starlette).
-* **Persistent.** :meth:`Trie.set` returns a new trie that shares every untouched node with the
-  old one (path copying): the control plane builds the next table while requests keep reading the
-  current one, and one etcd event costs work proportional to the templates it touches, not to
-  the table's size.
+* **The app's own dispatch.** A service publishes ``routing: "specificity"`` (werkzeug/Flask) or
+  ``"ordered"`` (Starlette/FastAPI). :class:`ServiceMatcher` compiles the service's routes *and
+  shadows* (routes the app serves but does not publish) into a state machine shaped like
+  werkzeug's ``StateMachineMatcher``: one state per prefix, a dict of static transitions, then
+  dynamic transitions (one segment each, or a *final* one that consumes the rest of the path
+  with one regex: the part of a template from its first ``path`` parameter on, so a template may
+  hold several ``path`` parameters).
+* **Specificity** (werkzeug 3, ``werkzeug/routing/matcher.py`` and ``rules.py``): converters'
+  regexes as werkzeug has them (``int`` is ``\\d+``, ``path`` is ``[^/].*?``: never empty, never
+  starting with ``/``); dynamic transitions sorted by werkzeug's ``Weighting`` (more static text
+  first, then more parameters, then converter weights: numbers 50, default 100, ``path`` 200, or
+  the record's ``weights``), ties kept in the app's rule order; depth first, static before
+  dynamic; a rule whose method does not match lets the search go on; a path that ends where
+  only ``path + "/"`` has a rule is redirected there (``strict_slashes``); a failed path with
+  ``//`` is matched again with slashes merged (werkzeug redirects to it); leading slashes are
+  dropped (werkzeug's ``MapAdapter.match``). The walk is the same as werkzeug's, so the result is.
+* **Ordered** (Starlette ``Router.app``): the first declared route whose regex matches and whose
+  methods allow the request (``Match.FULL``); else the first that matches the path only
+  (``Match.PARTIAL``: 405); else ``redirect_slashes``: every trailing ``/`` stripped, or one
+  added, and the app redirects when any route matches that. The state machine (with Starlette's
+  regexes) finds every route matching the path; the earliest declared wins. A route that no
+  earlier route can overlap is *clean*: when the walk's first find is clean it is the answer, with
+  no further search (the common case).
+* **Mount shadows** (``reason == "mount"``) stand for the rest of a Starlette mount: its sub-app
+  answers what its routes do not (404/405, or its own slash redirect), so no later route of the
+  app (nor another service's route of lower precedence) takes those paths.
+* **Iterative, bounded.** Building and matching never recurse per segment (explicit stacks), so a
+  template of any length the record bounds admit costs no ``RecursionError``.
+* **Independent of instances.** A matcher depends only on the routing kind and the route set
+  (templates, methods, hosts, order, weights): instances joining or leaving never rebuild it.
+
+Pure: no I/O, no clock, no threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+import re
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from typing import Any, Protocol
 
-from .templates import PATH_RANK, SegmentMatcher, Template
+from .records import ANY_METHOD
+from .templates import CONVERTERS, Param, Template, parse_template, segment_pieces
 
-__all__ = ["Trie"]
+__all__ = [
+    "Entry",
+    "Part",
+    "ServiceMatcher",
+    "host_ok",
+    "precedence_key",
+    "template_parts",
+]
 
-V = TypeVar("V")
-R = TypeVar("R")
-A = TypeVar("A")
+WERKZEUG = "specificity"
+STARLETTE = "ordered"
+
+# werkzeug's converter weights (werkzeug.routing.converters): numbers 50, default 100, path 200
+_DEFAULT_WEIGHTS = {"int": 50, "float": 50, "path": 200}
+_WERKZEUG_REGEX = {"int": r"\d+", "path": r"[^/].*?"}
 
 
-class _Node(Generic[V]):
-    __slots__ = ("dynamic", "path", "static", "terminal")
+class Entry(Protocol):
+    """What the matcher needs of a route or shadow (the table's ``Route``)."""
+
+    methods: frozenset[str]
+    order: int
+    template: Template
+    shadow: bool
+    reason: str | None
+    clean: bool
+    direct: bool
+
+    @property
+    def host(self) -> str | None: ...
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class Part:
+    """One transition of the state machine: a static segment, a dynamic one, or a final one."""
+
+    __slots__ = ("final", "fullmatch", "key", "ngroups", "regex", "suffixed", "weight")
+
+    def __init__(self, regex: str, final: bool, suffixed: bool, weight: tuple[Any, ...], n: int):
+        self.regex = regex
+        self.final = final
+        self.suffixed = suffixed
+        self.weight = weight
+        self.ngroups = n
+        self.key = (regex, final, suffixed, weight)
+        self.fullmatch: Callable[[str], re.Match[str] | None] = _compile(regex).fullmatch
+
+    def __repr__(self) -> str:
+        return f"Part({self.regex!r}, final={self.final})"
+
+
+@lru_cache(maxsize=65536)
+def _compile(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
+
+
+def _param_regex(p: Param, flavor: str) -> str:
+    if flavor == WERKZEUG and p.converter in _WERKZEUG_REGEX:
+        return _WERKZEUG_REGEX[p.converter]
+    if p.converter == "re":
+        from .templates import _noncapturing
+
+        return _noncapturing(p.regex)
+    return (
+        CONVERTERS[p.converter].regex.replace("(\\.", "(?:\\.") if p.converter != "path" else ".*"
+    )
+
+
+def _weighting(statics: list[int], args: list[int]) -> tuple[Any, ...]:
+    """werkzeug's ``Weighting`` of a part, as a tuple that sorts the same way."""
+    static_weights = tuple((i, -n) for i, n in enumerate(statics))
+    return (-len(static_weights), static_weights, -len(args), tuple(args))
+
+
+@lru_cache(maxsize=65536)
+def template_parts(
+    text: str, flavor: str, weights: tuple[int, ...] | None = None
+) -> tuple[str | Part, ...]:
+    """A valid template's transitions: ``str`` for a static segment, :class:`Part` otherwise.
+
+    From the first ``path`` parameter on, the rest of the template is one final part (werkzeug's
+    ``part_isolating = False``). werkzeug's final part for a template ending in ``/`` is
+    *suffixed*: it matches with or without that slash and is followed by a static ``""``.
+    """
+    segments = segment_pieces(text)
+    out: list[str | Part] = []
+    index = 0  # parameter index in the template, for weights
+    k = 0
+    while k < len(segments):
+        pieces = segments[k]
+        if any(isinstance(p, Param) and p.converter == "path" for p in pieces):
+            break
+        if all(isinstance(p, str) for p in pieces):
+            out.append("".join(pieces))  # type: ignore[arg-type]
+            k += 1
+            continue
+        regex, seg_statics, seg_args, index = _pieces_regex(pieces, flavor, weights, index)
+        out.append(Part(regex, False, False, _weighting(seg_statics, seg_args), len(seg_args)))
+        k += 1
+    if k < len(segments):
+        regexes: list[str] = []
+        statics: list[int] = []
+        args: list[int] = []
+        for pieces in segments[k:]:
+            regex, st, ar, index = _pieces_regex(pieces, flavor, weights, index)
+            regexes.append(regex)
+            statics += st
+            args += ar
+        regex = "/".join(regexes)
+        suffixed = flavor == WERKZEUG and regex.endswith("/")
+        if suffixed:
+            regex = regex[:-1] + "(?<!/)(/?)"
+        out.append(Part(regex, True, suffixed, _weighting(statics, args), len(args)))
+        if suffixed:
+            out.append("")
+    return tuple(out)
+
+
+def _pieces_regex(
+    pieces: Sequence[str | Param], flavor: str, weights: tuple[int, ...] | None, index: int
+) -> tuple[str, list[int], list[int], int]:
+    regex: list[str] = []
+    statics: list[int] = []
+    args: list[int] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            regex.append(re.escape(piece))
+            statics.append(len(piece))
+        else:
+            regex.append("(" + _param_regex(piece, flavor) + ")")
+            if weights is not None and index < len(weights):
+                args.append(weights[index])
+            else:
+                args.append(_DEFAULT_WEIGHTS.get(piece.converter, 100))
+            index += 1
+    return "".join(regex), statics, args, index
+
+
+@lru_cache(maxsize=65536)
+def precedence_key(text: str) -> tuple[Any, ...]:
+    """The cross-service precedence of a template: smaller wins.
+
+    Segment by segment: static beats mixed beats ``int`` beats ``float`` beats ``uuid`` beats
+    ``re:`` beats ``str`` beats the rest of the path from a ``path`` parameter on; between two
+    such rests, werkzeug's weighting (more static text, then more parameters). The template's
+    shape breaks the remaining ties, so the order is total.
+    """
+    t = parse_template(text)
+    out: list[Any] = []
+    parts = template_parts(text, STARLETTE)
+    for seg, part in zip(t.segments, parts, strict=False):
+        if isinstance(part, str):
+            out.append((0, ""))
+        elif part.final:
+            out.append((7, part.weight))
+            break
+        else:
+            assert not isinstance(seg, str)
+            out.append((seg.rank, seg.key))
+    return (tuple(out), t.shape)
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class _State:
+    __slots__ = ("dynamic", "rules", "static")
 
     def __init__(self) -> None:
-        self.static: dict[str, _Node[V]] = {}
-        # (matcher, child) sorted by (rank, key); the path child is kept apart
-        self.dynamic: tuple[tuple[SegmentMatcher, _Node[V]], ...] = ()
-        self.path: tuple[SegmentMatcher, _Node[V]] | None = None
-        self.terminal: V | None = None
-
-    def copy(self) -> _Node[V]:
-        new: _Node[V] = _Node()
-        new.static = self.static  # copied on write by the caller
-        new.dynamic = self.dynamic
-        new.path = self.path
-        new.terminal = self.terminal
-        return new
-
-    def is_empty(self) -> bool:
-        return self.terminal is None and not self.static and not self.dynamic and self.path is None
-
-    def is_leaf(self) -> bool:
-        return not self.static and not self.dynamic and self.path is None
+        self.static: dict[str, _State] = {}
+        self.dynamic: list[tuple[Part, _State]] = []
+        self.rules: list[Any] = []
 
 
-class Trie(Generic[V]):
-    """An immutable map from template shapes to values, searchable by request path."""
+def host_ok(pattern: str | None, host: str | None) -> bool:
+    """Whether a route bound to Host ``pattern`` matches the request's ``host``."""
+    if pattern is None:
+        return True
+    if host is None:
+        return False
+    host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+    return parse_template(pattern, host=True).regex.fullmatch(host) is not None
 
-    __slots__ = ("_root", "_size")
 
-    def __init__(self, _root: _Node[V] | None = None, _size: int = 0) -> None:
-        self._root: _Node[V] = _root if _root is not None else _Node()
-        self._size = _size
+Found = tuple[Any, tuple[str, ...], bool]  # (entry, raw values, redirected)
 
-    def __len__(self) -> int:
-        return self._size
 
-    def get(self, template: Template) -> V | None:
-        """The value stored for this template's shape, or ``None``."""
-        node: _Node[V] | None = self._root
-        for seg in template.segments:
-            if node is None:
-                return None
-            node = _child(node, seg)
-        return node.terminal if node is not None else None
+class ServiceMatcher:
+    """One service's compiled router. ``entries`` are its routes and shadows in the app's order.
 
-    def set(self, template: Template, value: V | None) -> Trie[V]:
-        """A new trie with ``value`` stored for the template's shape (``None`` removes it)."""
-        old = self.get(template)
-        root = _set(self._root, template.segments, 0, value)
-        size = (
-            self._size + (old is None and value is not None) - (old is not None and value is None)
-        )
-        return Trie(root if root is not None else _Node(), size)
+    :meth:`match` returns ``(entry, raw_values, redirected)`` for the entry the app dispatches
+    the request to (``redirected``: the app answers with a redirect to a path that reaches
+    ``entry``), or ``None``, adding to ``allowed`` the methods of routes matching the path only.
+    """
 
-    def match(
-        self, path: str, accept: Callable[[V, tuple[Any, ...], A], R | None], arg: A
-    ) -> R | None:
-        """Walk a decoded path (``/a/b``); the first ``accept`` result in precedence order.
+    __slots__ = ("entries", "flavor", "has_hosts", "root")
 
-        ``accept(value, params, arg)`` gets the terminal value, the raw (unconverted) parameter
-        strings in template order, and ``arg`` (passed through: no closure per call).
-        """
-        segs = path.split("/")
-        hit = self.first(segs)
-        if hit is not None:
-            found = accept(hit[0], hit[1], arg)
-            if found is not None:
-                return found
-        return self.search(segs, accept, arg)
+    def __init__(self, flavor: str, entries: Iterable[Any]) -> None:
+        self.flavor = flavor
+        self.entries: tuple[Any, ...] = tuple(sorted(entries, key=lambda e: e.order))
+        self.root = _State()
+        self.has_hosts = any(e.host is not None for e in self.entries)
+        for entry in self.entries:
+            self._add(entry)
+        stack = [self.root]
+        while stack:
+            state = stack.pop()
+            state.dynamic.sort(key=lambda pd: pd[0].weight)  # stable: ties keep the rule order
+            stack.extend(state.static.values())
+            stack.extend(s for _, s in state.dynamic)
+        if flavor == STARLETTE:
+            self._mark_clean()
+        for entry in self.entries:
+            direct = (flavor == WERKZEUG or entry.clean) and not entry.shadow and entry.host is None
+            object.__setattr__(entry, "direct", direct)
 
-    def first(self, segs: list[str]) -> tuple[V, tuple[Any, ...]] | None:
-        """The terminal that the depth-first search reaches first, and its raw values.
-
-        ``segs`` is ``path.split("/")``. This follows the search's first choice at every level
-        in a loop (no recursion, no backtracking): if the caller accepts the terminal, it is the
-        search's answer; otherwise the caller runs :meth:`search`, which repeats this work.
-        """
-        n = len(segs)
-        node = self._root
-        values: tuple[Any, ...] = ()
-        i = 1
-        while i < n:
-            seg = segs[i]
-            child = node.static.get(seg)
-            if child is None:
-                for matcher, dchild in node.dynamic:
-                    m = matcher.fullmatch(seg)
-                    if m is not None:
-                        child = dchild
-                        values += m.groups()
+    def _add(self, entry: Any) -> None:
+        state = self.root
+        for part in self.parts_of(entry.template.text, getattr(entry, "weights", None)):
+            if isinstance(part, str):
+                nxt = state.static.get(part)
+                if nxt is None:
+                    nxt = state.static[part] = _State()
+            else:
+                for test, candidate in state.dynamic:
+                    if test.key == part.key:
+                        nxt = candidate
                         break
                 else:
-                    path_child = node.path
-                    if path_child is None or not path_child[1].is_leaf():
-                        return None
-                    node = path_child[1]
-                    values = (*values, "/".join(segs[i:]))
-                    break
-            node = child
-            i += 1
-        terminal = node.terminal
-        return None if terminal is None else (terminal, values)
+                    nxt = _State()
+                    state.dynamic.append((part, nxt))
+            state = nxt
+        state.rules.append(entry)
 
-    def search(
-        self, segs: list[str], accept: Callable[[V, tuple[Any, ...], A], R | None], arg: A
-    ) -> R | None:
-        """The full backtracking search: the first ``accept`` result in precedence order."""
-        return _walk(self._root, segs, 1, len(segs), (), accept, arg)
+    def parts_of(self, text: str, weights: tuple[int, ...] | None = None) -> tuple[str | Part, ...]:
+        return template_parts(text, self.flavor, weights if self.flavor == WERKZEUG else None)
 
-    def values(self) -> Iterator[V]:
-        """Every stored value (in no particular order)."""
-        stack = [self._root]
-        while stack:
-            node = stack.pop()
-            if node.terminal is not None:
-                yield node.terminal
-            stack.extend(node.static.values())
-            stack.extend(child for _, child in node.dynamic)
-            if node.path is not None:
-                stack.append(node.path[1])
+    # ------------------------------------------------------------------ matching
 
+    def fast(self, method: str, segs: list[str]) -> tuple[Any, tuple[str, ...]] | None:
+        """The hot path: the app's answer when the search's first find is certainly it.
 
-def _child(node: _Node[V], seg: str | SegmentMatcher) -> _Node[V] | None:
-    if isinstance(seg, str):
-        return node.static.get(seg)
-    if seg.rank == PATH_RANK:
-        return node.path[1] if node.path is not None else None
-    for matcher, child in node.dynamic:
-        if matcher.key == seg.key:
-            return child
-    return None
-
-
-def _set(
-    node: _Node[V], segments: tuple[str | SegmentMatcher, ...], i: int, value: V | None
-) -> _Node[V] | None:
-    new = node.copy()
-    if i == len(segments):
-        new.terminal = value
-    else:
-        seg = segments[i]
-        existing = _child(node, seg)
-        if existing is None and value is None:
-            return node  # nothing to remove
-        child = _set(existing if existing is not None else _Node(), segments, i + 1, value)
-        if isinstance(seg, str):
-            new.static = dict(node.static)
-            if child is None:
-                new.static.pop(seg, None)
-            else:
-                new.static[seg] = child
-        elif seg.rank == PATH_RANK:
-            new.path = (seg, child) if child is not None else None
-        else:
-            kept = [(m, c) for m, c in node.dynamic if m.key != seg.key]
+        ``segs`` is ``path.split("/")`` of a path that does not start with ``//``. Returns
+        ``None`` when a full :meth:`match` is needed (no find, a shadow, a Host-bound route, or
+        an ordered route that an earlier one may take paths from).
+        """
+        n = len(segs)
+        state = self.root
+        values: tuple[str, ...] = ()
+        i = 1
+        while i < n:
+            child = state.static.get(segs[i])
             if child is not None:
-                kept.append((seg, child))
-            kept.sort(key=lambda mc: (mc[0].rank, mc[0].key))
-            new.dynamic = tuple(kept)
-    return None if new.is_empty() else new
-
-
-def _walk(
-    node: _Node[V],
-    segs: list[str],
-    i: int,
-    n: int,
-    values: tuple[Any, ...],
-    accept: Callable[[V, tuple[Any, ...], A], R | None],
-    arg: A,
-) -> R | None:
-    if i == n:
-        if node.terminal is not None:
-            return accept(node.terminal, values, arg)
+                state = child
+                i += 1
+                continue
+            for part, dchild in state.dynamic:
+                if part.final:
+                    if part.suffixed:
+                        return None
+                    m = part.fullmatch("/".join(segs[i:]))
+                    if m is None:
+                        continue
+                    values += m.groups()
+                    state = dchild
+                    i = n
+                    break
+                m = part.fullmatch(segs[i])
+                if m is not None:
+                    values += m.groups()
+                    state = dchild
+                    i += 1
+                    break
+            else:
+                return None
+        for rule in state.rules:
+            ms = rule.methods
+            if method in ms or ANY_METHOD in ms:
+                return (rule, values) if rule.direct else None
         return None
-    seg = segs[i]
-    child = node.static.get(seg)
-    if child is not None:
-        found = _walk(child, segs, i + 1, n, values, accept, arg)
-        if found is not None:
-            return found
-    for matcher, dchild in node.dynamic:
-        m = matcher.fullmatch(seg)
-        if m is not None:
-            found = _walk(dchild, segs, i + 1, n, values + m.groups(), accept, arg)
+
+    def match(
+        self, method: str, path: str, host: str | None, allowed: set[str] | None
+    ) -> Found | None:
+        """The entry the app dispatches ``method path`` to (``path`` decoded, no query)."""
+        if self.flavor == WERKZEUG:
+            return self._werkzeug(method, path, host, allowed)
+        return self._starlette(method, path, host, allowed)
+
+    # -- werkzeug
+
+    def _werkzeug(
+        self, method: str, path: str, host: str | None, allowed: set[str] | None
+    ) -> Found | None:
+        if path[:2] == "//":
+            path = "/" + path.lstrip("/")  # MapAdapter.match drops leading slashes
+        segs = path.split("/")
+        first = _first(self.root, segs)  # the search's first find, without backtracking
+        if first is not None:
+            for rule in first[0]:
+                ms = rule.methods
+                if (method in ms or ANY_METHOD in ms) and (
+                    rule.host is None or host_ok(rule.host, host)
+                ):
+                    return rule, first[1], False
+        found = _wz_walk(self.root, segs, method, host, allowed)
+        if found is None and "//" in path:
+            merged = re.sub("/{2,}", "/", path)
+            found = _wz_walk(self.root, merged.split("/"), method, host, allowed)
             if found is not None:
-                return found
-    if node.path is not None:
-        pchild = node.path[1]
-        if pchild.is_leaf():
-            # the common case, `/static/{p:path}`: swallow the rest
-            if pchild.terminal is not None:
-                return accept(pchild.terminal, (*values, "/".join(segs[i:])), arg)
+                return found[0], found[1], True
+        return found
+
+    # -- starlette
+
+    def _starlette(
+        self, method: str, path: str, host: str | None, allowed: set[str] | None
+    ) -> Found | None:
+        if path[-1:] != "\n":
+            first = _first(self.root, path.split("/"))
+            if first is not None:
+                for entry in first[0]:
+                    ms = entry.methods
+                    if (method in ms or ANY_METHOD in ms) and (
+                        entry.host is None or host_ok(entry.host, host)
+                    ):
+                        if entry.clean:
+                            return entry, first[1], False
+                        break
+        return self._starlette_full(method, path, host, allowed)
+
+    def _candidates(self, path: str) -> list[tuple[Any, tuple[str, ...]]]:
+        """Every entry whose regex matches ``path``, in declaration order."""
+        if path[-1:] == "\n":  # Starlette's `$` matches before a final newline: scan the regexes
+            out = []
+            for entry in self.entries:
+                m = _starlette_regex(entry.template.pattern).match(path)
+                if m is not None:
+                    out.append((entry, m.groups()))
+            return out
+        found = _all(self.root, path.split("/"))
+        found.sort(key=lambda ev: ev[0].order)
+        return found
+
+    def _starlette_full(
+        self, method: str, path: str, host: str | None, allowed: set[str] | None
+    ) -> Found | None:
+        partial: set[str] = set()
+        for entry, values in self._candidates(path):
+            if entry.host is not None and not host_ok(entry.host, host):
+                continue
+            ms = entry.methods
+            if method not in ms and ANY_METHOD not in ms:
+                partial.update(ms)  # Match.PARTIAL: a 405 unless a later route matches fully
+                continue
+            if not (entry.shadow and entry.reason == "mount"):
+                return entry, values, False
+            # a mount: its sub-app answers, with 405, its own slash redirect, or 404 (the barrier)
+            if not partial and path != entry.template.static_prefix:
+                got = self._slash_redirect(method, path, host, entry.order)
+                if isinstance(got, set):
+                    partial = got
+                elif got is not None:
+                    return got
+            if not partial:
+                return entry, values, False
+            break
+        else:
+            if not partial and path != "/":
+                got = self._slash_redirect(method, path, host, None)
+                if not isinstance(got, set):
+                    return got
+                partial = got
+        if allowed is not None:
+            allowed.update(partial)
+        return None
+
+    def _slash_redirect(
+        self, method: str, path: str, host: str | None, before: int | None
+    ) -> Found | set[str] | None:
+        """Starlette's ``redirect_slashes``: the entry the redirected request reaches, or the
+        methods it allows there (a redirect to a 405), or ``None`` (no redirect)."""
+        target = path.rstrip("/") if path.endswith("/") else path + "/"
+        methods: set[str] = set()
+        for entry, values in self._candidates(target):
+            if before is not None and entry.order >= before:
+                break
+            if entry.host is not None and not host_ok(entry.host, host):
+                continue
+            if method in entry.methods or ANY_METHOD in entry.methods:
+                return entry, values, True
+            methods.update(entry.methods)
+        return methods or None
+
+    def _mark_clean(self) -> None:
+        """An entry is clean when no earlier entry with a common method may match its paths."""
+        for entry in self.entries:
+            clean = True
+            for other in self.overlapping(entry.template.text):
+                if other.order < entry.order and _methods_meet(other.methods, entry.methods):
+                    clean = False
+                    break
+            object.__setattr__(entry, "clean", clean)
+
+    # ------------------------------------------------------------------ overlap
+
+    def overlapping(self, text: str) -> list[Any]:
+        """Entries whose templates may match a path that ``text`` matches (conservative)."""
+        parts = self.parts_of(text)
+        out: list[Any] = []
+        seen: set[int] = set()
+        stack: list[tuple[_State, int]] = [(self.root, 0)]
+        n = len(parts)
+        while stack:
+            state, i = stack.pop()
+            key = id(state) * 4096 + i
+            if key in seen:
+                continue
+            seen.add(key)
+            if i == n:
+                out.extend(state.rules)
+                continue
+            part = parts[i]
+            if isinstance(part, Part) and part.final:
+                out.extend(_subtree(state))  # anything below may share a path with the rest
+                continue
+            if isinstance(part, str):
+                child = state.static.get(part)
+                if child is not None:
+                    stack.append((child, i + 1))
+                for test, child in state.dynamic:
+                    if test.final:
+                        out.extend(_subtree(child))
+                    elif test.fullmatch(part) is not None:
+                        stack.append((child, i + 1))
+            else:
+                for text_, child in state.static.items():
+                    if part.fullmatch(text_) is not None:
+                        stack.append((child, i + 1))
+                for test, child in state.dynamic:
+                    if test.final:
+                        out.extend(_subtree(child))
+                    else:
+                        stack.append((child, i + 1))
+        unique: dict[int, Any] = {}
+        for entry in out:
+            unique.setdefault(id(entry), entry)
+        return sorted(unique.values(), key=lambda e: e.order)
+
+    def order_key(self, entry: Any) -> tuple[Any, ...]:
+        """Where the app's own search meets ``entry``: smaller is tried first."""
+        if self.flavor == STARLETTE:
+            return (entry.order,)
+        key: list[Any] = []
+        state = self.root
+        for part in self.parts_of(entry.template.text, getattr(entry, "weights", None)):
+            if isinstance(part, str):
+                key.append(-1)
+                state = state.static[part]
+            else:
+                for k, (test, child) in enumerate(state.dynamic):
+                    if test.key == part.key:
+                        key.append(k)
+                        state = child
+                        break
+        key.append(1_000_000 + state.rules.index(entry))
+        return tuple(key)
+
+
+def _methods_meet(a: frozenset[str], b: frozenset[str]) -> bool:
+    return ANY_METHOD in a or ANY_METHOD in b or not a.isdisjoint(b)
+
+
+def _subtree(state: _State) -> list[Any]:
+    out: list[Any] = []
+    stack = [state]
+    while stack:
+        s = stack.pop()
+        out.extend(s.rules)
+        stack.extend(s.static.values())
+        stack.extend(c for _, c in s.dynamic)
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _starlette_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile("^" + pattern + "$")
+
+
+def _step(part: Part, segs: list[str], i: int, n: int) -> tuple[int, tuple[str, ...]] | None:
+    """Match one dynamic transition at ``segs[i]``: the next index and the values, or ``None``."""
+    if part.final:
+        m = part.fullmatch("/".join(segs[i:]))
+        if m is None:
             return None
-        # greedy like Starlette's `.*`: the longest run of segments first
-        for j in range(n, i, -1):
-            found = _walk(pchild, segs, j, n, (*values, "/".join(segs[i:j])), accept, arg)
-            if found is not None:
-                return found
+        groups = m.groups()
+        if part.suffixed:
+            # werkzeug: a trailing "/" swallowed by the suffix goes on as a last empty segment
+            return (n - 1 if groups[-1] == "/" else n), groups[:-1]
+        return n, groups
+    m = part.fullmatch(segs[i])
+    if m is None:
+        return None
+    return i + 1, m.groups()
+
+
+def _first(root: _State, segs: list[str]) -> tuple[list[Any], tuple[str, ...]] | None:
+    """The first terminal a depth-first search reaches, without backtracking (or ``None``)."""
+    n = len(segs)
+    state = root
+    values: tuple[str, ...] = ()
+    i = 1
+    while i < n:
+        child = state.static.get(segs[i])
+        if child is not None:
+            state = child
+            i += 1
+            continue
+        for part, dchild in state.dynamic:
+            if part.final:
+                if part.suffixed:
+                    return None
+                m = part.fullmatch("/".join(segs[i:]))
+                if m is None:
+                    continue
+                values += m.groups()
+                state = dchild
+                i = n
+                break
+            m = part.fullmatch(segs[i])
+            if m is not None:
+                values += m.groups()
+                state = dchild
+                i += 1
+                break
+        else:
+            return None
+    return (state.rules, values) if state.rules else None
+
+
+def _all(root: _State, segs: list[str]) -> list[tuple[Any, tuple[str, ...]]]:
+    """Every (entry, values) whose template matches ``segs`` (Starlette's regexes)."""
+    n = len(segs)
+    out: list[tuple[Any, tuple[str, ...]]] = []
+    stack: list[tuple[_State, int, tuple[str, ...]]] = [(root, 1, ())]
+    while stack:
+        state, i, values = stack.pop()
+        if i == n:
+            out.extend((e, values) for e in state.rules)
+            continue
+        seg = segs[i]
+        child = state.static.get(seg)
+        if child is not None:
+            stack.append((child, i + 1, values))
+        for part, dchild in state.dynamic:
+            step = _step(part, segs, i, n)
+            if step is not None:
+                stack.append((dchild, step[0], values + step[1]))
+    return out
+
+
+def _wz_walk(
+    root: _State, segs: list[str], method: str, host: str | None, allowed: set[str] | None
+) -> Found | None:
+    """werkzeug's ``StateMachineMatcher.match`` ``_match``, as a loop over an explicit stack."""
+    len(segs)
+    # frames: (state, segs, i, values, k); k == -1: the static transition is still to try,
+    # else the index of the next dynamic transition to try
+    stack: list[tuple[_State, list[str], int, tuple[str, ...], int]] = [(root, segs, 1, (), -1)]
+    while stack:
+        state, ss, i, values, k = stack.pop()
+        m = len(ss)
+        if i == m:
+            for rule in state.rules:
+                ms = rule.methods
+                if rule.host is not None and not host_ok(rule.host, host):
+                    continue
+                if method in ms or ANY_METHOD in ms:
+                    return rule, values, False
+                if allowed is not None:
+                    allowed.update(ms)
+            slash = state.static.get("")
+            if slash is not None:
+                for rule in slash.rules:
+                    ms = rule.methods
+                    if (method in ms or ANY_METHOD in ms) and host_ok(rule.host, host):
+                        return rule, values, True  # strict_slashes: the app redirects to path/
+            continue
+        if k == -1:
+            stack.append((state, ss, i, values, 0))
+            child = state.static.get(ss[i])
+            if child is not None:
+                stack.append((child, ss, i + 1, values, -1))
+            continue
+        dynamic = state.dynamic
+        while k < len(dynamic):
+            part, dchild = dynamic[k]
+            k += 1
+            if part.final:
+                mm = part.fullmatch("/".join(ss[i:]))
+                if mm is None:
+                    continue
+                groups = mm.groups()
+                if part.suffixed:
+                    rest = [""] if groups[-1] == "/" else []
+                    groups = groups[:-1]
+                else:
+                    rest = []
+                stack.append((state, ss, i, values, k))
+                stack.append((dchild, ["", *rest], 1, values + groups, -1))
+                break
+            mm = part.fullmatch(ss[i])
+            if mm is not None:
+                stack.append((state, ss, i, values, k))
+                stack.append((dchild, ss, i + 1, values + mm.groups(), -1))
+                break
     return None

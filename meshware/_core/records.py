@@ -50,7 +50,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .._errors import BadRecord, ConfigError
 from .limits import RouteLimits, limits_from_json
@@ -68,9 +68,11 @@ __all__ = [
     "MAX_TEMPLATE_LENGTH",
     "SCHEMA_VERSION",
     "InstanceRecord",
+    "Published",
     "RouteSpec",
     "address_policy",
     "check_url",
+    "Shadow",
     "instance_key",
     "instances_prefix",
     "set_address_policy",
@@ -94,6 +96,7 @@ MAX_LABELS = 64
 State = Literal["serving", "draining"]
 Kind = Literal["http", "websocket", "mount"]
 Routing = Literal["specificity", "ordered"]
+ShadowReason = Literal["static", "docs", "excluded", "mount"]
 
 _SERVICE_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 _INSTANCE_RE = re.compile(r"[A-Za-z0-9._:@-]{1,200}")
@@ -105,6 +108,7 @@ _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _STATES = ("serving", "draining")
 _KINDS = ("http", "websocket", "mount")
 _ROUTINGS = ("specificity", "ordered")
+_SHADOW_REASONS = ("static", "docs", "excluded", "mount")
 
 
 def validate_service_name(name: object, *, setting: str = "service") -> str:
@@ -128,7 +132,9 @@ class RouteSpec:
     header pattern (Starlette's ``Host``). ``idempotent``, ``timeout`` and ``retries`` are the
     per-route client policy, ``None`` where the client's defaults apply. ``limits`` are the
     rate and concurrency limits the service declares for the route (enforced by the member and
-    the edges; :mod:`meshware._core.limits`).
+    the edges; :mod:`meshware._core.limits`). ``weights`` are werkzeug's converter weights, one per parameter, published only when one differs from the
+    default of its canonical converter (``int``/``float`` 50, ``path`` 200, others 100): they
+    order a werkzeug app's overlapping rules (see :mod:`meshware._core.matcher`).
     """
 
     template: str
@@ -141,6 +147,7 @@ class RouteSpec:
     timeout: float | None = None
     retries: int | None = None
     limits: RouteLimits | None = None
+    weights: tuple[int, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The route as a JSON-ready dict (only non-default optional fields)."""
@@ -161,7 +168,40 @@ class RouteSpec:
             out["retries"] = self.retries
         if self.limits is not None:
             out["limits"] = self.limits.to_json()
+        if self.weights is not None:
+            out["weights"] = list(self.weights)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A route the app serves that is not published for mesh calls (record field ``shadows``).
+
+    It takes part in matching (no other route takes its paths) but never routes and is never
+    public. ``before`` is its position in the app's order: it comes before ``routes[before]``
+    (``len(routes)``: after every route; shadows with the same ``before`` keep their list order).
+    ``reason`` says why it is not published: ``static`` files, API ``docs``, ``excluded`` by a
+    mark or a pattern, or ``mount`` (the rest of a mount: its sub-app answers the paths none of
+    its routes match, with 404 or 405).
+    """
+
+    spec: RouteSpec
+    before: int
+    reason: ShadowReason = "excluded"
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.spec.to_json()
+        out.pop("public", None)
+        out["before"] = self.before
+        out["reason"] = self.reason
+        return out
+
+
+class Published(NamedTuple):
+    """What an integration introspects: the routes to publish and the app's other routes."""
+
+    routes: tuple[RouteSpec, ...]
+    shadows: tuple[Shadow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +227,7 @@ class InstanceRecord:
     hostname: str | None = None
     started_at: float | None = None
     routeset: str | None = None  # the digest of the route set it was published with (schema 2)
+    shadows: tuple[Shadow, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
@@ -206,6 +247,8 @@ class InstanceRecord:
                 out[name] = value
         if self.labels:
             out["labels"] = dict(self.labels)
+        if self.shadows:
+            out["shadows"] = [s.to_json() for s in self.shadows]
         return out
 
     def encode(self) -> bytes:
@@ -303,13 +346,19 @@ class InstanceRecord:
         for i, raw in enumerate(raw_routes):
             route = _route_from_json(key, i, raw)
             try:
-                parse_template(route.template)
+                _check_weights(parse_template(route.template), route.weights)
                 if route.host is not None:
                     parse_template(route.host, host=True)
             except (ValueError, re.error) as exc:
                 raise BadRecord(key, f"routes[{i}]: {_show(exc)}") from None
             # Every instance of a service publishes the same routes: share one object each.
             routes.append(_SHARED_SPECS.setdefault(route, route))
+        raw_shadows = data.get("shadows", [])
+        if not isinstance(raw_shadows, list) or len(raw_shadows) > MAX_ROUTES:
+            raise BadRecord(key, f"field 'shadows' must be a list of at most {MAX_ROUTES}")
+        shadows = []
+        for i, raw in enumerate(raw_shadows):
+            shadows.append(_shadow_from_json(key, i, raw, len(routes)))
         if len(_SHARED_SPECS) > 200_000:
             _SHARED_SPECS.clear()
         pid = _optional(key, data, "pid", int)
@@ -328,6 +377,7 @@ class InstanceRecord:
             pid=pid,
             hostname=_optional_text(key, data, "hostname"),
             started_at=_optional_number(key, data, "started_at"),
+            shadows=tuple(shadows),
         )
 
 
@@ -471,8 +521,44 @@ def _optional_number(key: str, data: dict[str, Any], name: str) -> float | None:
     return number
 
 
-def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
-    where = f"routes[{index}]"
+def _shadow_from_json(key: str, index: int, raw: object, n_routes: int) -> Shadow:
+    from .templates import parse_template
+
+    where = f"shadows[{index}]"
+    spec = _route_from_json(key, index, raw, where=where)
+    assert isinstance(raw, dict)
+    before = raw.get("before", n_routes)
+    if isinstance(before, bool) or not isinstance(before, int) or not 0 <= before <= n_routes:
+        raise BadRecord(key, f"{where}.before must be a whole number 0-{n_routes}")
+    reason = raw.get("reason", "excluded")
+    if reason not in _SHADOW_REASONS:
+        raise BadRecord(key, f"{where}.reason must be one of {_SHADOW_REASONS}, got {reason!r}")
+    try:
+        _check_weights(parse_template(spec.template), spec.weights)
+        if spec.host is not None:
+            parse_template(spec.host, host=True)
+    except (ValueError, re.error) as exc:
+        raise BadRecord(key, f"{where}: {_show(exc)}") from None
+    if spec.public:
+        spec = _replace_spec(spec, public=False)  # a shadow is never public
+    return Shadow(_SHARED_SPECS.setdefault(spec, spec), before, reason)
+
+
+def _replace_spec(spec: RouteSpec, **changes: Any) -> RouteSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)
+
+
+def _check_weights(template: Any, weights: tuple[int, ...] | None) -> None:
+    if weights is not None and len(weights) != len(template.params):
+        raise ValueError(
+            f"weights has {len(weights)} entries for {len(template.params)} parameters"
+        )
+
+
+def _route_from_json(key: str, index: int, raw: object, *, where: str = "") -> RouteSpec:
+    where = where or f"routes[{index}]"
     if not isinstance(raw, dict):
         raise BadRecord(key, f"{where} must be an object")
     template = raw.get("template")
@@ -537,6 +623,15 @@ def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
     host = raw.get("host")
     if isinstance(host, str) and not _plain(host, MAX_TEMPLATE_LENGTH):
         raise BadRecord(key, f"{where}.host must be at most {MAX_TEMPLATE_LENGTH} plain characters")
+    weights = raw.get("weights")
+    if weights is not None and (
+        not isinstance(weights, list)
+        or len(weights) > 64
+        or not all(
+            isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= 10_000 for w in weights
+        )
+    ):
+        raise BadRecord(key, f"{where}.weights must be a list of whole numbers 0-10000")
     return RouteSpec(
         template=template,
         methods=tuple(sorted(set(methods))),
@@ -548,6 +643,7 @@ def _route_from_json(key: str, index: int, raw: object) -> RouteSpec:
         timeout=float(timeout) if timeout is not None else None,
         retries=retries,
         limits=limits,
+        weights=tuple(weights) if weights is not None else None,
     )
 
 

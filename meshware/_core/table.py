@@ -12,13 +12,19 @@ Design notes
 * **Membership by route.** The instances serving a route are exactly those whose record
   declares it: during a rolling deploy where v2 adds a route, only v2 instances get it. Records
   that share a URL (workers of one server) are one :class:`Instance`.
-* **Precedence, conflicts, app order.** The trie gives static > typed > ``str`` > ``path`` per
-  segment. When two services claim the same method and template shape, the claim whose oldest
-  live registration has the lowest etcd ``create_revision`` wins (then the service name): every
-  client computes the same answer from the same records. Within one service whose router is
-  *ordered* (Starlette: the first declared route that matches wins), a later route is checked
-  against the earlier routes of the same service that could overlap it ("shadows"), so meshware
-  picks the route the app itself would.
+* **The app's own dispatch, then precedence between services.** Each service's routes and
+  shadows (routes the app serves without publishing them) are compiled into one
+  :class:`~.matcher.ServiceMatcher`, which picks exactly what the app's router would (werkzeug's
+  rules, or Starlette's first match). A first-segment index narrows a path to the services that
+  may match it; when several answer, the best by cross-service precedence wins
+  (:func:`~.matcher.precedence_key`: static beats typed beats ``str`` beats ``path``, segment by
+  segment), a service that would only redirect after one serving the path as sent, and between
+  the same template the claim whose oldest live registration has the lowest etcd
+  ``create_revision`` (then the service name): every client computes the same answer from the
+  same records. A path whose winner is a shadow resolves to nothing
+  (:class:`~meshware.ShadowedRouteError`).
+* **Conflicts**: several services claiming one method + template (``kind="same"``), and a
+  service's route taking paths another service's route or shadow would serve (``"overlap"``).
 * **Bad records never break the table.** A record that does not parse is left out and listed in
   :attr:`RoutingTable.rejected` (key → problem); the I/O layer logs each one once.
 
@@ -34,10 +40,10 @@ from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote
 
-from .._errors import BadRecord, NoEndpointAvailable, NoRouteError
-from .matcher import Trie
+from .._errors import BadRecord, NoEndpointAvailable, NoRouteError, ShadowedRouteError
+from .matcher import ServiceMatcher, precedence_key
 from .records import ANY_METHOD, InstanceRecord, RouteSpec, split_instance_key
-from .templates import SegmentMatcher, Template, parse_template
+from .templates import Template, parse_template
 
 __all__ = [
     "Conflict",
@@ -48,6 +54,7 @@ __all__ = [
     "Resolution",
     "Route",
     "RoutingTable",
+    "Shadowed",
     "Update",
     "Upsert",
 ]
@@ -127,11 +134,13 @@ class Instance:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Route:
-    """One service's claim on one template.
+    """One service's claim on one template, or one of its shadows (``shadow=True``).
 
     ``spec`` holds the route's published metadata (name, public, policy) taken from the newest
-    record that declares it; ``methods`` is the union over the service's instances.
-    ``shadows`` are earlier routes of the same *ordered* service that may match the same paths.
+    record that declares it; ``methods`` is the union over the service's instances. ``order`` is
+    the route's position in the app's own order (routes and shadows together); ``rank`` the
+    conflict rank between services (oldest registration, then the service name). A shadow
+    (``reason``: static, docs, excluded, mount) is served by the app but never routed to.
     """
 
     service: str
@@ -142,11 +151,15 @@ class Route:
     order: int
     ordered: bool = False  # the app's router takes the first declared match (Starlette)
     route_id: str = ""  # unique within the service: template and methods
-    shadows: tuple[Route, ...] = ()
+    shadow: bool = False
+    reason: str | None = None
     names: tuple[str, ...] = ()
     key: str = ""
     converters: tuple[Callable[[str], Any] | None, ...] | None = None
     convert1: Callable[[str], Any] | None = None  # the first parameter's converter
+    precedence: tuple[Any, ...] = ()
+    clean: bool = False  # set by the matcher: no earlier route of the app may take its paths
+    direct: bool = False  # set by the matcher: its hot path may answer with this route
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", self.template.param_names)
@@ -158,6 +171,15 @@ class Route:
                 self, "route_id", f"{self.template.text} {','.join(sorted(self.methods))}"
             )
         object.__setattr__(self, "key", f"{self.service} {self.route_id}")
+        object.__setattr__(self, "precedence", precedence_key(self.template.text))
+
+    @property
+    def host(self) -> str | None:
+        return self.spec.host
+
+    @property
+    def weights(self) -> tuple[int, ...] | None:
+        return self.spec.weights
 
     @property
     def any_method(self) -> bool:
@@ -166,15 +188,17 @@ class Route:
     def allows(self, method: str) -> bool:
         return method in self.methods or ANY_METHOD in self.methods
 
+    def params(self, values: tuple[Any, ...]) -> dict[str, Any]:
+        """Parameter values by name, converted, from the raw strings the matcher collected."""
+        return {
+            name: value if convert is None else convert(value)
+            for name, convert, value in zip(
+                self.names, self.converters or (None,) * len(self.names), values, strict=False
+            )
+        }
+
     def _claim(self) -> tuple[Any, ...]:
-        return (
-            self.methods,
-            self.spec,
-            self.rank,
-            self.order,
-            self.ordered,
-            tuple((s.route_id, s.spec) for s in self.shadows),
-        )
+        return (self.methods, self.spec, self.rank, self.order, self.ordered, self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,39 +254,39 @@ _new_resolution = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
+class Shadowed:
+    """A path the app serves with a route it does not publish for mesh calls (a shadow).
+
+    ``route`` is the shadow (``route.shadow`` is true; ``reason`` says why it is not published).
+    Nothing is routed there and the edge never exposes it.
+    """
+
+    route: Route
+    params: dict[str, Any]
+
+    @property
+    def service(self) -> str:
+        return self.route.service
+
+    @property
+    def reason(self) -> str | None:
+        return self.route.reason
+
+
+@dataclass(frozen=True, slots=True)
 class Conflict:
-    """Two or more services claim the same method and template shape; ``winner`` gets it."""
+    """Services compete for the paths of one method.
+
+    ``kind="same"``: two or more services claim the same method and template shape; ``winner``
+    (oldest registration) gets it. ``kind="overlap"``: ``winner`` takes paths that the routes or
+    shadows in ``losers`` (other services) would serve, by cross-service precedence.
+    """
 
     method: str
     shape: str
     winner: Route
     losers: tuple[Route, ...]
-
-
-class _Terminal:
-    """What a trie leaf holds: the claims on one template shape, per method, best first."""
-
-    __slots__ = ("by_method", "first", "routes")
-
-    def __init__(self, routes: Iterable[Route]) -> None:
-        ordered = sorted(routes, key=lambda r: (r.rank, r.service, r.order, r.route_id))
-        self.routes: tuple[Route, ...] = tuple(ordered)
-        wildcard = tuple(r for r in ordered if r.any_method)
-        methods = {m for r in ordered for m in r.methods if m != ANY_METHOD}
-        by_method: dict[str, tuple[Route, ...]] = {}
-        for m in methods:
-            by_method[m] = tuple(r for r in ordered if m in r.methods or r.any_method)
-        if wildcard:
-            by_method[ANY_METHOD] = wildcard
-        self.by_method = by_method
-        # the hot path's answer, per method: the best claim not bound to a Host header
-        first: dict[str, Route] = {}
-        for m, claims in by_method.items():
-            for r in claims:
-                if r.spec.host is None:
-                    first[m] = r
-                    break
-        self.first = first
+    kind: str = "same"
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +297,9 @@ class _Service:
     routes: Mapping[str, Route]  # by route id (template and methods)
     endpoints: Mapping[str, Endpoints]  # by route id
     instances: tuple[Instance, ...]
+    shadows: tuple[Route, ...]
+    matcher: ServiceMatcher
+    firsts: frozenset[str | None]  # first path segments of its templates; None: a parameter
 
 
 _EMPTY_ENDPOINTS = Endpoints((), ())
@@ -285,9 +312,12 @@ class RoutingTable:
         "_by_shape",
         "_contested",
         "_endpoints",
+        "_fast",
+        "_index",
+        "_overlaps",
         "_records",
         "_services",
-        "_trie",
+        "_wild",
         "prefix",
         "rejected",
         "revision",
@@ -299,22 +329,33 @@ class RoutingTable:
         prefix: str = "/meshware",
         _records: Mapping[str, tuple[Entry, InstanceRecord]] | None = None,
         _services: Mapping[str, _Service] | None = None,
-        _trie: Trie[_Terminal] | None = None,
         _by_shape: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
         _contested: Mapping[str, Template] | None = None,
         _endpoints: Mapping[str, Endpoints] | None = None,
+        _index: Mapping[str, tuple[str, ...]] | None = None,
+        _wild: tuple[str, ...] = (),
+        _overlaps: Mapping[tuple[str, str], tuple[Conflict, ...]] | None = None,
         rejected: Mapping[str, str] | None = None,
         revision: int = 0,
     ) -> None:
         self.prefix = prefix
         self._records: Mapping[str, tuple[Entry, InstanceRecord]] = _records or {}
         self._services: Mapping[str, _Service] = _services or {}
-        self._trie: Trie[_Terminal] = _trie if _trie is not None else Trie()
+        # shape -> (service, route id) claims, and the shapes claimed by more than one service
         self._by_shape: Mapping[str, tuple[tuple[str, str], ...]] = _by_shape or {}
-        # shapes claimed by more than one service, kept up to date by _rebuild: listing the
-        # conflicts never walks the whole trie
         self._contested: Mapping[str, Template] = _contested or {}
         self._endpoints: Mapping[str, Endpoints] = _endpoints or {}
+        # first path segment -> the services that may match a path starting with it (the
+        # services whose templates start with a parameter, ``_wild``, are in every entry)
+        self._index: Mapping[str, tuple[str, ...]] = _index or {}
+        self._wild = _wild
+        # first path segment -> the one service that may match it: the hot path's shortcut
+        self._fast: dict[str, ServiceMatcher] = {
+            first: self._services[names[0]].matcher
+            for first, names in self._index.items()
+            if len(names) == 1
+        }
+        self._overlaps: Mapping[tuple[str, str], tuple[Conflict, ...]] = _overlaps or {}
         self.rejected: Mapping[str, str] = rejected or {}
         self.revision = revision
 
@@ -343,42 +384,62 @@ class RoutingTable:
 
         ``path`` is the request path as sent (percent-encoded is fine; a query string is
         ignored). Raises :class:`~meshware.NoRouteError` when no service publishes a matching
-        route. A route with no serving instance still resolves; call
-        :meth:`Resolution.require_instances` to get :class:`~meshware.NoEndpointAvailable`.
+        route, :class:`~meshware.ShadowedRouteError` (a ``NoRouteError``) when the path goes to a
+        route its app does not publish for mesh calls. A route with no serving instance still
+        resolves; call :meth:`Resolution.require_instances` to get
+        :class:`~meshware.NoEndpointAvailable`.
 
-        This is the request hot path: no locks, no I/O, one loop down the trie in the common
-        case.
+        This is the request hot path: no locks, no I/O; one index lookup and one walk of the
+        owning service's state machine in the common case.
         """
         method = method.upper()
         if "?" in path or "%" in path or path[:1] != "/":
             path = _clean_path(path)
-        segs = path.split("/")
-        route: Route | None = None
-        values: tuple[Any, ...] = ()
-        if host is None:
-            hit = self._trie.first(segs)
-            if hit is not None:
-                first = hit[0].first
-                route = first.get(method) or first.get(ANY_METHOD)
-                values = hit[1]
-        if route is None:
-            route, values = self._slow_match(method, path, segs, host)
-        if route.shadows:
-            return self._shadowed(route, values, method, path)
-        if not values:
-            params: dict[str, Any] = {}
-        elif len(values) == 1:  # the common case, without a loop
-            convert = route.convert1
-            params = {route.names[0]: values[0] if convert is None else convert(values[0])}
-        elif route.converters is None:
-            params = dict(zip(route.names, values))  # noqa: B905 - same length by construction
-        else:
-            params = {}
-            for name, convert, value in zip(route.names, route.converters, values):  # noqa: B905
-                params[name] = value if convert is None else convert(value)
-        return _new_resolution(
-            Resolution, (route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS))
-        )
+        if host is None and path[:2] != "//":
+            segs = path.split("/")
+            matcher = self._fast.get(segs[1])
+            if matcher is not None:
+                got = matcher.fast(method, segs)
+                if got is not None:
+                    route: Route = got[0]
+                    values = got[1]
+                    if not values:
+                        params: dict[str, Any] = {}
+                    elif len(values) == 1:  # the common case, without a loop
+                        convert = route.convert1
+                        params = {
+                            route.names[0]: values[0] if convert is None else convert(values[0])
+                        }
+                    else:
+                        params = route.params(values)
+                    return _new_resolution(
+                        Resolution,
+                        (route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS)),
+                    )
+        names = self._candidates(path)
+        found = self._lookup(method, path, host, names)
+        if isinstance(found, Resolution):
+            return found
+        if isinstance(found, Shadowed):
+            raise ShadowedRouteError(
+                method,
+                path,
+                service=found.route.service,
+                template=found.route.template.text,
+                reason=found.route.reason or "excluded",
+            )
+        raise NoRouteError(method, path, allowed=found)
+
+    def lookup(
+        self, method: str, path: str, *, host: str | None = None
+    ) -> Resolution | Shadowed | tuple[str, ...]:
+        """One exact lookup: a :class:`Resolution`, a :class:`Shadowed` (the app serves the path
+        with a route it does not publish: never forward it), or the methods that would match
+        the path (empty: no route at all)."""
+        method = method.upper()
+        if "?" in path or "%" in path or path[:1] != "/":
+            path = _clean_path(path)
+        return self._lookup(method, path, host, self._candidates(path))
 
     def match(
         self, method: str, path: str, *, host: str | None = None
@@ -386,46 +447,42 @@ class RoutingTable:
         """Like :meth:`resolve`, but returns the allowed methods (maybe empty) instead of raising.
 
         A :class:`Resolution` is a tuple too: test the answer with ``isinstance(x, Resolution)``.
+        A shadowed path gives ``()``.
         """
-        try:
-            return self.resolve(method, path, host=host)
-        except NoRouteError as exc:
-            return exc.allowed
+        found = self.lookup(method, path, host=host)
+        return () if isinstance(found, Shadowed) else found
 
-    def _slow_match(self, method: str, path: str, segs: list[str], host: str | None) -> _Found:
-        """The full search, host matching, the trailing-slash fallback, or NoRouteError."""
-        acceptor: _Acceptor = _accept_any_host if host is None else _host_acceptor(host)
-        found = self._trie.search(segs, acceptor, method)
-        if found is not None:
-            return found
-        allowed: set[str] = set()
-        self._trie.search(segs, _allowed_acceptor(host, allowed), method)
-        if not allowed and path != "/":
-            # The app redirects a missing or extra trailing slash: route it to the owner. Starlette
-            # tries both forms on any route; werkzeug only adds the slash of a rule ending in '/'.
-            adding = not path.endswith("/")
-            toggled = path + "/" if adding else path[:-1]
-            found = self._trie.search(toggled.split("/"), acceptor, method)
-            if found is not None and (
-                found[0].ordered or (adding and found[0].template.text.endswith("/"))
-            ):
-                return found
-        raise NoRouteError(method, path, allowed=sorted(allowed))
+    def _candidates(self, path: str) -> tuple[str, ...]:
+        if path[:2] == "//":  # werkzeug drops leading slashes: any service may match
+            return tuple(self._services)
+        cut = path.find("/", 1)
+        return self._index.get(path[1:] if cut < 0 else path[1:cut], self._wild)
 
-    def _shadowed(
-        self, route: Route, values: tuple[Any, ...], method: str, path: str
-    ) -> Resolution:
-        """An ordered router's answer: an earlier route of the same app may match first."""
-        params = None
-        for earlier in route.shadows:
-            if earlier.allows(method):
-                params = earlier.template.match(path)
-                if params is not None:
-                    route = earlier
-                    break
-        if params is None:
-            params = route.template.convert(values)
-        return Resolution(route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS))
+    def _lookup(
+        self, method: str, path: str, host: str | None, names: Iterable[str]
+    ) -> Resolution | Shadowed | tuple[str, ...]:
+        best: tuple[Any, ...] | None = None
+        key: tuple[Any, ...] | None = None
+        services = self._services
+        for name in names:
+            got = services[name].matcher.match(method, path, host, None)
+            if got is not None:
+                k = (got[2], got[0].precedence, got[0].rank)
+                if key is None or k < key:
+                    best, key = got, k
+        if best is None:
+            allowed: set[str] = set()
+            for name in names:
+                services[name].matcher.match(method, path, host, allowed)
+            return tuple(sorted(allowed))
+        route: Route = best[0]
+        if route.shadow:
+            if route.reason == "mount":
+                return ()  # the rest of a mount: its sub-app answers 404
+            return Shadowed(route, route.params(best[1]))
+        return Resolution(
+            route, route.params(best[1]), self._endpoints.get(route.key, _EMPTY_ENDPOINTS)
+        )
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -449,21 +506,77 @@ class RoutingTable:
         out.sort(key=lambda re_: (re_[0].template.text, re_[0].service, re_[0].route_id))
         return out
 
-    def conflicts(self) -> list[Conflict]:
-        """Every method + template shape claimed by more than one service."""
-        out: list[Conflict] = []
-        for template in self._contested.values():
-            term = self._trie.get(template)
-            if term is None:  # pragma: no cover - _contested follows the trie
+    def shadows(self) -> list[Route]:
+        """Every shadow (a route an app serves without publishing it), by template then service."""
+        out = [r for svc in self._services.values() for r in svc.shadows]
+        out.sort(key=lambda r: (r.template.text, r.service, r.route_id))
+        return out
+
+    def preceding(self, route: Route) -> tuple[Route, ...]:
+        """Every route or shadow that takes some of ``route``'s paths from it, best first.
+
+        Other services' entries that win by cross-service precedence come first (in that
+        order), then entries of ``route``'s own service that its app tries first (in the app's
+        order). Conservative: listed unless the templates rule the overlap out.
+        """
+        own = self._services.get(route.service)
+        if own is None:
+            return ()
+        mine = route.precedence, route.rank
+        others: list[Route] = []
+        for name in self._services_near(route):
+            if name == route.service:
                 continue
-            for method, routes in sorted(term.by_method.items()):
-                services = {r.service for r in routes}
-                if len(services) < 2:
+            for e in self._services[name].matcher.overlapping(route.template.text):
+                if _methods_meet(e.methods, route.methods) and (e.precedence, e.rank) < mine:
+                    others.append(e)
+        others.sort(key=lambda e: (e.precedence, e.rank, e.service, e.order))
+        matcher = own.matcher
+        here = matcher.order_key(route)
+        same = [
+            e
+            for e in matcher.overlapping(route.template.text)
+            if e is not route
+            and _methods_meet(e.methods, route.methods)
+            and matcher.order_key(e) < here
+        ]
+        same.sort(key=matcher.order_key)
+        return (*others, *same)
+
+    def _services_near(self, route: Route) -> tuple[str, ...]:
+        """The services whose templates may share a first segment with ``route``'s."""
+        first = _first_segment(route.template.text)
+        if first is None:
+            return tuple(self._services)
+        return self._index.get(first, self._wild)
+
+    def conflicts(self) -> list[Conflict]:
+        """Every method whose paths several services compete for (see :class:`Conflict`)."""
+        out: list[Conflict] = []
+        for shape in self._contested:
+            claims = [self._services[s].routes[t] for s, t in self._by_shape.get(shape, ())]
+            methods = {m for r in claims for m in r.methods}
+            for method in sorted(methods):
+                routes = sorted(
+                    (r for r in claims if r.allows(method)), key=lambda r: (r.rank, r.route_id)
+                )
+                if len({r.service for r in routes}) < 2:
                     continue
                 winner = routes[0]
                 losers = tuple(r for r in routes if r.service != winner.service)
                 out.append(Conflict(method, winner.template.shape, winner, losers))
-        out.sort(key=lambda c: (c.shape, c.method))
+        for found in self._overlaps.values():
+            out.extend(found)
+        out.sort(
+            key=lambda c: (
+                c.shape,
+                c.method,
+                c.kind,
+                c.winner.service,
+                c.winner.route_id,
+                [(r.service, r.route_id) for r in c.losers],
+            )
+        )
         return out
 
     def records(self) -> list[tuple[Entry, InstanceRecord]]:
@@ -477,7 +590,7 @@ class RoutingTable:
 
     def __len__(self) -> int:
         """The number of distinct template shapes in the table."""
-        return len(self._trie)
+        return len(self._by_shape)
 
     # ------------------------------------------------------------------ writing (new tables)
 
@@ -558,26 +671,29 @@ class RoutingTable:
         by_shape = dict(self._by_shape)
         contested = dict(self._contested)
         endpoints = dict(self._endpoints)
-        dirty_shapes: dict[str, Template] = {}
+        dirty_shapes: set[str] = set()
+        changed_sets: set[str] = set()  # services whose routes or shadows changed
         for name, members in by_service.items():
             old = services.get(name)
-            new = _build_service(name, members) if members else None
+            new = _build_service(name, members, old) if members else None
+            if new is None or old is None or new.matcher is not old.matcher:
+                changed_sets.add(name)
             old_routes = old.routes if old is not None else {}
             new_routes = new.routes if new is not None else {}
-            for text in old_routes.keys() | new_routes.keys():
-                o, n = old_routes.get(text), new_routes.get(text)
-                if o is not None and n is not None and o._claim() == n._claim():
-                    continue
-                template = (n if n is not None else o).template  # type: ignore[union-attr]
-                shape = template.shape
-                dirty_shapes[shape] = template
-                claims = [c for c in by_shape.get(shape, ()) if c != (name, text)]
-                if n is not None:
-                    claims.append((name, text))
-                if claims:
-                    by_shape[shape] = tuple(claims)
-                else:
-                    by_shape.pop(shape, None)
+            if old_routes is not new_routes:
+                for text in old_routes.keys() | new_routes.keys():
+                    o, n = old_routes.get(text), new_routes.get(text)
+                    if o is not None and n is not None and o._claim() == n._claim():
+                        continue
+                    shape = (n if n is not None else o).template.shape  # type: ignore[union-attr]
+                    dirty_shapes.add(shape)
+                    claims = [c for c in by_shape.get(shape, ()) if c != (name, text)]
+                    if n is not None:
+                        claims.append((name, text))
+                    if claims:
+                        by_shape[shape] = tuple(claims)
+                    else:
+                        by_shape.pop(shape, None)
             if old is not None:
                 for text in old.endpoints:
                     endpoints.pop(f"{name} {text}", None)
@@ -587,32 +703,124 @@ class RoutingTable:
                 services[name] = new
                 for text, eps in new.endpoints.items():
                     endpoints[f"{name} {text}"] = eps
-        trie = self._trie
-        for shape, template in dirty_shapes.items():
+        for shape in dirty_shapes:
             holders = by_shape.get(shape)
-            if holders:
-                trie = trie.set(template, _Terminal(services[s].routes[t] for s, t in holders))
-            else:
-                trie = trie.set(template, None)
             if holders and len({s for s, _ in holders}) > 1:
-                contested[shape] = template
+                contested[shape] = services[holders[0][0]].routes[holders[0][1]].template
             else:
                 contested.pop(shape, None)
+        index, wild = self._index, self._wild
+        overlaps = self._overlaps
+        if changed_sets:
+            index, wild = _build_index(services)
+            overlaps = _update_overlaps(overlaps, services, changed_sets, index, wild)
         return RoutingTable(
             prefix=self.prefix,
             _records=records,
             _services=services,
-            _trie=trie,
             _by_shape=by_shape,
             _contested=contested,
             _endpoints=endpoints,
+            _index=index,
+            _wild=wild,
+            _overlaps=overlaps,
             rejected=rejected,
             revision=max(revision, self.revision),
         )
 
 
-def _build_service(name: str, members: list[tuple[Entry, InstanceRecord]]) -> _Service:
-    """Rebuild one service's routes and endpoints from its records."""
+def _first_segment(text: str) -> str | None:
+    """A template's first path segment when it is static text, else ``None``."""
+    cut = text.find("/", 1)
+    first = text[1:] if cut < 0 else text[1:cut]
+    return None if "{" in first else first
+
+
+def _build_index(
+    services: Mapping[str, _Service],
+) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    wild = tuple(sorted(name for name, svc in services.items() if None in svc.firsts))
+    by_first: dict[str, list[str]] = {}
+    for name in sorted(services):
+        for first in services[name].firsts:
+            if first is not None:
+                by_first.setdefault(first, []).append(name)
+    index = {
+        first: tuple(names) + tuple(w for w in wild if w not in names)
+        for first, names in by_first.items()
+    }
+    return index, wild
+
+
+def _update_overlaps(
+    overlaps: Mapping[tuple[str, str], tuple[Conflict, ...]],
+    services: Mapping[str, _Service],
+    changed: set[str],
+    index: Mapping[str, tuple[str, ...]],
+    wild: tuple[str, ...],
+) -> dict[tuple[str, str], tuple[Conflict, ...]]:
+    """Overlap conflicts, recomputed for the services whose route sets changed."""
+    out = {pair: found for pair, found in overlaps.items() if not (set(pair) & changed)}
+    for name in sorted(changed):
+        svc = services.get(name)
+        if svc is None:
+            continue
+        found: dict[tuple[str, str], list[Conflict]] = {}
+        for mine in (*svc.routes.values(), *svc.shadows):
+            first = _first_segment(mine.template.text)
+            near = tuple(services) if first is None else index.get(first, wild)
+            for other_name in near:
+                if other_name == name:
+                    continue
+                pair = (min(name, other_name), max(name, other_name))
+                if pair in out:
+                    continue  # computed from the other side in this round
+                other = services[other_name]
+                for theirs in other.matcher.overlapping(mine.template.text):
+                    conflict = _overlap(mine, theirs)
+                    if conflict:
+                        found.setdefault(pair, []).extend(conflict)
+        for pair, conflicts in found.items():
+            out[pair] = tuple(conflicts)
+        for other_name in services:
+            pair = (min(name, other_name), max(name, other_name))
+            if other_name != name and pair not in out:
+                out[pair] = ()
+    return {pair: found for pair, found in out.items() if found}
+
+
+def _overlap(a: Route, b: Route) -> list[Conflict]:
+    """The conflicts between two entries of different services whose templates overlap."""
+    if a.shadow and b.shadow:
+        return []
+    if not a.shadow and not b.shadow and a.template.shape == b.template.shape:
+        return []  # the same template: a "same" conflict
+    if not _methods_meet(a.methods, b.methods):
+        return []
+    winner, loser = (a, b) if (a.precedence, a.rank) < (b.precedence, b.rank) else (b, a)
+    if ANY_METHOD in a.methods and ANY_METHOD in b.methods:
+        methods: Iterable[str] = (ANY_METHOD,)
+    elif ANY_METHOD in a.methods:
+        methods = b.methods
+    elif ANY_METHOD in b.methods:
+        methods = a.methods
+    else:
+        methods = a.methods & b.methods
+    return [
+        Conflict(m, winner.template.shape, winner, (loser,), kind="overlap")
+        for m in sorted(methods)
+    ]
+
+
+def _methods_meet(a: frozenset[str], b: frozenset[str]) -> bool:
+    return ANY_METHOD in a or ANY_METHOD in b or not a.isdisjoint(b)
+
+
+def _build_service(
+    name: str, members: list[tuple[Entry, InstanceRecord]], old: _Service | None
+) -> _Service:
+    """Rebuild one service's routes and endpoints from its records (its matcher only when its
+    route set changed)."""
     members.sort(key=lambda er: (er[0].create_revision, er[0].key))
     # Instances, deduplicated by URL (workers of one server share it).
     by_url: dict[str, list[tuple[Entry, InstanceRecord]]] = {}
@@ -634,25 +842,38 @@ def _build_service(name: str, members: list[tuple[Entry, InstanceRecord]]) -> _S
     # Membership is per (template, method): the instances serving GET /x are exactly those whose
     # record declares /x with GET. Metadata and order come from the newest record declaring the
     # pair; rank is the oldest create_revision among them. Methods of one template that share
-    # metadata and instances are then grouped into one Route.
+    # metadata and instances are then grouped into one Route. The order is the position in the
+    # app's order, routes and shadows merged (a shadow comes before ``routes[before]``).
     slots: dict[tuple[str, str], _Slot] = {}
+    shadow_slots: dict[tuple[str, str], _Slot] = {}
     ordered = False
     for entry, record in members:  # oldest first, so the newest wins for spec/order
         ordered = record.routing == "ordered"
+        positions = _merged_positions(record)
         for position, spec in enumerate(record.routes):
             for method in spec.methods:
                 slot = slots.get((spec.template, method))
                 if slot is None:
                     slot = slots[(spec.template, method)] = _Slot(entry.create_revision)
                 slot.spec = spec
-                slot.order = position
+                slot.order = positions[0][position]
                 slot.urls[record.url] = None
+        for k, shadow in enumerate(record.shadows):
+            for method in shadow.spec.methods:
+                slot = shadow_slots.get((shadow.spec.template, method))
+                if slot is None:
+                    slot = shadow_slots[(shadow.spec.template, method)] = _Slot(
+                        entry.create_revision
+                    )
+                slot.spec = shadow.spec
+                slot.order = positions[1][k]
+                slot.reason = shadow.reason
     groups: dict[tuple[str, RouteSpec, tuple[str, ...]], list[tuple[str, _Slot]]] = {}
     for (text, method), slot in slots.items():
         assert slot.spec is not None
         key = (text, dataclasses.replace(slot.spec, methods=()), tuple(slot.urls))
         groups.setdefault(key, []).append((method, slot))
-    plain: dict[str, Route] = {}
+    routes: dict[str, Route] = {}
     endpoints: dict[str, Endpoints] = {}
     shared_endpoints: dict[tuple[str, ...], Endpoints] = {}  # routes of one service mostly
     shared_methods: dict[frozenset[str], frozenset[str]] = {}  # share these: one object each
@@ -662,7 +883,7 @@ def _build_service(name: str, members: list[tuple[Entry, InstanceRecord]]) -> _S
         route_id = f"{text} {','.join(sorted(methods))}"
         first_spec = claims[0][1].spec
         assert first_spec is not None
-        plain[route_id] = Route(
+        routes[route_id] = Route(
             service=name,
             template=parse_template(text),
             methods=methods,
@@ -677,94 +898,89 @@ def _build_service(name: str, members: list[tuple[Entry, InstanceRecord]]) -> _S
             all_ = tuple(instances[u] for u in urls)
             eps = shared_endpoints[urls] = Endpoints(all_, tuple(i for i in all_ if i.serving))
         endpoints[route_id] = eps
-    routes = _with_shadows(plain) if ordered else plain
-    return _Service(name, routes, endpoints, tuple(instances.values()))
+    shadow_groups: dict[tuple[str, RouteSpec], list[tuple[str, _Slot]]] = {}
+    for (text, method), slot in shadow_slots.items():
+        assert slot.spec is not None
+        shadow_groups.setdefault((text, dataclasses.replace(slot.spec, methods=())), []).append(
+            (method, slot)
+        )
+    shadows: list[Route] = []
+    for (text, _), claims in shadow_groups.items():
+        methods = frozenset(m for m, _ in claims)
+        first_spec = claims[0][1].spec
+        assert first_spec is not None
+        shadows.append(
+            Route(
+                service=name,
+                template=parse_template(text),
+                methods=methods,
+                spec=first_spec,
+                rank=(min(slot.rank for _, slot in claims), name),
+                order=min(slot.order for _, slot in claims),
+                ordered=ordered,
+                route_id=f"{text} {','.join(sorted(methods))} shadow",
+                shadow=True,
+                reason=claims[0][1].reason,
+            )
+        )
+    shadows.sort(key=lambda r: (r.order, r.route_id))
+    if (
+        old is not None
+        and old.matcher.flavor == ("ordered" if ordered else "specificity")
+        and len(old.routes) == len(routes)
+        and all(
+            (o := old.routes.get(k)) is not None and o._claim() == r._claim()
+            for k, r in routes.items()
+        )
+        and [(*s._claim(), s.route_id) for s in old.shadows]
+        == [(*s._claim(), s.route_id) for s in shadows]
+    ):
+        # the same route set: keep the compiled matcher (and its Route objects)
+        return _Service(
+            name,
+            old.routes,
+            endpoints,
+            tuple(instances.values()),
+            old.shadows,
+            old.matcher,
+            old.firsts,
+        )
+    matcher = ServiceMatcher("ordered" if ordered else "specificity", (*routes.values(), *shadows))
+    firsts = frozenset(_first_segment(r.template.text) for r in (*routes.values(), *shadows))
+    return _Service(
+        name, routes, endpoints, tuple(instances.values()), tuple(shadows), matcher, firsts
+    )
+
+
+def _merged_positions(record: InstanceRecord) -> tuple[list[int], list[int]]:
+    """The positions of a record's routes and of its shadows in the app's order."""
+    route_pos: list[int] = []
+    shadow_pos = [0] * len(record.shadows)
+    pending = sorted(range(len(record.shadows)), key=lambda k: (record.shadows[k].before, k))
+    j = 0
+    n = 0
+    for i in range(len(record.routes) + 1):
+        while j < len(pending) and record.shadows[pending[j]].before <= i:
+            shadow_pos[pending[j]] = n
+            n += 1
+            j += 1
+        if i < len(record.routes):
+            route_pos.append(n)
+            n += 1
+    return route_pos, shadow_pos
 
 
 class _Slot:
     """What the records of one service say about one (template, method) pair."""
 
-    __slots__ = ("order", "rank", "spec", "urls")
+    __slots__ = ("order", "rank", "reason", "spec", "urls")
 
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.order = 0
         self.spec: RouteSpec | None = None
         self.urls: dict[str, None] = {}
-
-
-def _with_shadows(routes: dict[str, Route]) -> dict[str, Route]:
-    """For an ordered router: give each route the earlier routes that may match its paths."""
-    by_order = sorted(routes.values(), key=lambda r: (r.order, r.route_id))
-    out: dict[str, Route] = {}
-    for k, route in enumerate(by_order):
-        earlier = tuple(
-            out[e.route_id]
-            for e in by_order[:k]
-            if e.template.shape != route.template.shape and _may_overlap(e.template, route.template)
-        )
-        if earlier:
-            route = dataclasses.replace(route, shadows=earlier)
-        out[route.route_id] = route
-    return out
-
-
-def _may_overlap(a: Template, b: Template) -> bool:
-    """Could some path match both templates? Conservative: ``True`` when unsure."""
-    sa, sb = a.segments, b.segments
-    a_path = any(isinstance(s, SegmentMatcher) and s.key == "{:path}" for s in sa)
-    b_path = any(isinstance(s, SegmentMatcher) and s.key == "{:path}" for s in sb)
-    if not a_path and not b_path and len(sa) != len(sb):
-        return False
-    for x, y in zip(sa, sb, strict=False):
-        if isinstance(x, SegmentMatcher) and x.key == "{:path}":
-            return True
-        if isinstance(y, SegmentMatcher) and y.key == "{:path}":
-            return True
-        if isinstance(x, str) and isinstance(y, str):
-            if x != y:
-                return False
-        elif isinstance(x, str) and isinstance(y, SegmentMatcher):
-            if y.match(x) is None:
-                return False
-        elif isinstance(x, SegmentMatcher) and isinstance(y, str) and x.match(y) is None:
-            return False
-    return True
-
-
-_Found = tuple[Route, tuple[Any, ...]]
-
-
-def _accept_any_host(term: _Terminal, values: tuple[Any, ...], method: str) -> _Found | None:
-    """The hot path: the best claim for ``method`` that is not bound to a Host."""
-    route = term.first.get(method) or term.first.get(ANY_METHOD)
-    return None if route is None else (route, values)
-
-
-_Acceptor = Callable[[_Terminal, tuple[Any, ...], str], _Found | None]
-
-
-def _host_acceptor(host: str) -> _Acceptor:
-    def accept(term: _Terminal, values: tuple[Any, ...], method: str) -> _Found | None:
-        routes = term.by_method.get(method) or term.by_method.get(ANY_METHOD)
-        for route in routes or ():
-            if route.spec.host is None or _host_ok(route.spec.host, host):
-                return route, values
-        return None
-
-    return accept
-
-
-def _allowed_acceptor(host: str | None, allowed: set[str]) -> _Acceptor:
-    """Collects the methods allowed on matching paths; never accepts (walks every match)."""
-
-    def accept(term: _Terminal, values: tuple[Any, ...], method: str) -> _Found | None:
-        for route in term.routes:
-            if route.spec.host is None or (host is not None and _host_ok(route.spec.host, host)):
-                allowed.update(route.methods)
-        return None
-
-    return accept
+        self.reason: Any = None
 
 
 def _without_value(entry: Entry) -> Entry:
@@ -781,10 +997,3 @@ def _clean_path(path: str) -> str:
     if not path.startswith("/"):
         path = "/" + path
     return path
-
-
-def _host_ok(pattern: str, host: str | None) -> bool:
-    if host is None:
-        return False
-    host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
-    return parse_template(pattern, host=True).regex.fullmatch(host) is not None

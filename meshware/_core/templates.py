@@ -54,6 +54,7 @@ __all__ = [
     "SegmentMatcher",
     "Template",
     "parse_template",
+    "segment_pieces",
 ]
 
 STATIC_RANK = 0
@@ -157,7 +158,7 @@ class Template:
     """A parsed canonical template.
 
     ``segments`` is a tuple of ``str`` (static segment text) or :class:`SegmentMatcher`;
-    ``path_index`` is the index of the one ``path`` parameter's segment, if any; ``shape`` is the
+    ``shape`` is the
     canonical text with parameter names left out (two templates with the same shape match exactly
     the same paths).
     """
@@ -341,9 +342,6 @@ def parse_template(text: str, *, host: bool = False) -> Template:
     shape = "".join(p if isinstance(p, str) else p.shape for p in pieces)
     if host:
         return Template(text, (), params, shape, full_regex, host=True)
-    path_params = [p for p in params if p.converter == "path"]
-    if len(path_params) > 1:
-        raise TemplateError(f"template {text!r} has more than one path parameter")
     # Split into segments. A path parameter must fill a whole segment of its own.
     segments: list[str | SegmentMatcher] = []
     current: list[str | Param] = []
@@ -370,3 +368,25 @@ def parse_template(text: str, *, host: bool = False) -> Template:
                 f"template {text!r}: a path parameter must be a whole segment of its own"
             )
     return Template(text, tuple(segments), params, shape, full_regex)
+
+
+@lru_cache(maxsize=65536)
+def segment_pieces(text: str) -> tuple[tuple[str | Param, ...], ...]:
+    """A valid template's segments after the leading ``/``, each as static text and parameters.
+
+    ``/a/v{k:int}/`` gives ``(("a",), ("v", Param(k)), ())``: an empty segment is ``()``.
+    """
+    out: list[tuple[str | Param, ...]] = []
+    current: list[str | Param] = []
+    for piece in _split_pieces(text):
+        if isinstance(piece, str):
+            for k, part in enumerate(piece.split("/")):
+                if k:
+                    out.append(tuple(current))
+                    current = []
+                if part:
+                    current.append(part)
+        else:
+            current.append(piece)
+    out.append(tuple(current))
+    return tuple(out[1:])

@@ -44,7 +44,14 @@ import anyio.to_thread
 import httpx
 
 from .._core.policy import ClientPolicy
-from .._core.records import InstanceRecord, RouteSpec, Routing, instance_key, validate_service_name
+from .._core.records import (
+    InstanceRecord,
+    Published,
+    RouteSpec,
+    Routing,
+    instance_key,
+    validate_service_name,
+)
 from .._core.table import Instance, RoutingTable
 from .._core.templates import parse_template
 from .._errors import ConfigError, RegistryUnavailable
@@ -275,8 +282,9 @@ class FakeMesh:
                 service,
                 f"fake-{service}-{index}",
                 url,
-                tuple(routes),
+                routes.routes,
                 routing=routing,
+                shadows=routes.shadows,
                 version=version,
                 zone=zone,
                 weight=weight,
@@ -752,17 +760,21 @@ async def _asgi_roundtrip(transport: httpx.ASGITransport, request: httpx.Request
 # --------------------------------------------------------------------------- introspection
 
 
-def _introspect(app: Any) -> tuple[str, list[RouteSpec], Routing, str]:
-    """``(kind, routes, routing, framework)`` of an app, as the integrations read it."""
+def _published(got: Any) -> Published:
+    return got if isinstance(got, Published) else Published(tuple(got))
+
+
+def _introspect(app: Any) -> tuple[str, Published, Routing, str]:
+    """``(kind, routes and shadows, routing, framework)`` of an app, as the integrations read it."""
     flask = sys.modules.get("flask")
     if flask is not None and isinstance(app, flask.Flask):
         mesh = app.extensions.get("meshware")
         if mesh is not None and mesh.member is not None:
             mesh.member.disable()
-            return "wsgi", list(mesh.member._routes()), "specificity", "flask"
-        from ..integrations._flask_routes import flask_routes
+            return "wsgi", _published(mesh.member._routes()), "specificity", "flask"
+        from ..integrations._flask_routes import flask_published
 
-        return "wsgi", flask_routes(app), "specificity", "flask"
+        return "wsgi", flask_published(app), "specificity", "flask"
     starlette = sys.modules.get("starlette.routing")
     if starlette is not None:
         from starlette.applications import Starlette
@@ -773,10 +785,10 @@ def _introspect(app: Any) -> tuple[str, list[RouteSpec], Routing, str]:
             mesh = getattr(state, "meshware", None) if state is not None else None
             if mesh is not None and mesh.member is not None:
                 mesh.member.disable()
-                return "asgi", list(mesh.member._routes()), "ordered", "starlette"
-            from ..integrations._starlette_routes import starlette_routes
+                return "asgi", _published(mesh.member._routes()), "ordered", "starlette"
+            from ..integrations._starlette_routes import starlette_published
 
-            return "asgi", starlette_routes(app), "ordered", "starlette"
+            return "asgi", starlette_published(app), "ordered", "starlette"
     raise ConfigError(
         f"FakeMesh.add() takes a Flask, Starlette or FastAPI app, not {type(app).__name__}; "
         "for a service you do not have, use fake_mesh.stub(service)"

@@ -1,143 +1,195 @@
-"""The segment trie: precedence, backtracking, persistence; checked against a brute-force scan."""
+"""One service's compiled router: werkzeug's rules and Starlette's first match, exactly.
+
+The cases come from issue 10 (each reproduced against werkzeug 3.1 / Starlette 1.x by hand);
+randomised comparisons with the frameworks themselves are in
+``tests/integrations/test_same_route_as_the_app.py``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import pytest
 
-from meshware._core.matcher import Trie
+from meshware._core.matcher import ServiceMatcher, precedence_key
 from meshware._core.templates import Template, parse_template
 
 
-def build(*texts: str) -> Trie[str]:
-    trie: Trie[str] = Trie()
-    for text in texts:
-        trie = trie.set(parse_template(text), text)
-    return trie
+@dataclass(eq=False)
+class E:
+    """A stand-in for the table's Route: what the matcher reads."""
+
+    text: str
+    methods: frozenset[str] = frozenset({"GET"})
+    order: int = 0
+    shadow: bool = False
+    reason: str | None = None
+    host: str | None = None
+    weights: tuple[int, ...] | None = None
+    clean: bool = False
+    template: Template = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.template = parse_template(self.text)
 
 
-def first(trie: Trie[str], path: str) -> tuple[str, tuple[Any, ...]] | None:
-    return trie.match(path, lambda value, params, _: (value, params), None)
+def matcher(flavor: str, *texts: str | E) -> ServiceMatcher:
+    entries = [t if isinstance(t, E) else E(t) for t in texts]
+    for i, e in enumerate(entries):
+        e.order = i
+    return ServiceMatcher(flavor, entries)
 
 
-def test_static_beats_typed_beats_str_beats_path() -> None:
-    trie = build("/u/{rest:path}", "/u/{name}", "/u/{id:int}", "/u/me")
-    assert first(trie, "/u/me") == ("/u/me", ())
-    assert first(trie, "/u/42") == ("/u/{id:int}", ("42",))
-    assert first(trie, "/u/bob") == ("/u/{name}", ("bob",))
-    assert first(trie, "/u/a/b") == ("/u/{rest:path}", ("a/b",))
+def pick(m: ServiceMatcher, path: str, method: str = "GET") -> tuple[str, tuple[Any, ...], bool]:
+    got = m.match(method, path, None, set())
+    assert got is not None, path
+    return got[0].text, got[1], got[2]
 
 
-def test_backtracks_when_the_preferred_branch_dead_ends() -> None:
-    trie = build("/a/static/x", "/a/{name}/y")
-    assert first(trie, "/a/static/y") == ("/a/{name}/y", ("static",))
+# --------------------------------------------------------------------------- werkzeug
 
 
-def test_accept_can_reject_to_continue_the_search() -> None:
-    trie = build("/a/{id:int}", "/a/{name}")
-    got = trie.match(
-        "/a/1", lambda value, params, _: None if value == "/a/{id:int}" else value, None
+def test_werkzeug_prefers_more_static_parts_after_a_path_parameter() -> None:
+    m = matcher(
+        "specificity", "/repository/{path:path}", "/repository/{path:path}/trigger/{trigger}"
     )
-    assert got == "/a/{name}"
+    assert pick(m, "/repository/ns/repo/trigger/42") == (
+        "/repository/{path:path}/trigger/{trigger}",
+        ("ns/repo", "42"),
+        False,
+    )
 
 
-def test_path_parameter_followed_by_segments_is_greedy() -> None:
-    trie = build("/f/{p:path}/meta")
-    assert first(trie, "/f/a/meta/b/meta") == ("/f/{p:path}/meta", ("a/meta/b",))
+def test_werkzeug_path_is_never_empty() -> None:
+    m = matcher("specificity", "/files/{p:path}", "/{route:path}")
+    assert pick(m, "/files/") == ("/{route:path}", ("files/",), False)
 
 
-def test_set_returns_a_new_trie_and_leaves_the_old_one_intact() -> None:
-    old = build("/a")
-    new = old.set(parse_template("/b"), "/b")
-    assert first(old, "/b") is None
-    assert first(new, "/b") == ("/b", ())
-    assert (len(old), len(new)) == (1, 2)
+def test_werkzeug_path_never_starts_with_a_slash() -> None:
+    m = matcher("specificity", "/files/{p:path}")
+    assert m.match("GET", "/files//x", None, set()) == (m.entries[0], ("x",), True)  # merged
 
 
-def test_removing_a_template_prunes_it() -> None:
-    trie = build("/a/{x}", "/a/{x}/b")
-    trie = trie.set(parse_template("/a/{x}/b"), None)
-    assert first(trie, "/a/1/b") is None
-    assert first(trie, "/a/1") == ("/a/{x}", ("1",))
-    assert len(trie) == 1
+def test_werkzeug_static_tail_beats_a_parameter_tail() -> None:
+    m = matcher("specificity", "/{p:path}/a/a", "/{p:path}/{x}")
+    assert pick(m, "/b/a/a")[0] == "/{p:path}/a/a"
 
 
-def test_trailing_slash_is_a_distinct_segment() -> None:
-    trie = build("/a/")
-    assert first(trie, "/a/") == ("/a/", ())
-    assert first(trie, "/a") is None
+def test_several_path_parameters_in_one_template() -> None:
+    m = matcher("specificity", "/v2/{repository:path}/blobs/{digest:path}")
+    assert pick(m, "/v2/lib/ubuntu/blobs/sha256/ab")[1] == ("lib/ubuntu", "sha256/ab")
 
 
-# --------------------------------------------------------------------------- property test
-
-SEGMENTS = st.sampled_from(
-    [
-        "a",
-        "b",
-        "42",
-        "7",
-        "{x}",
-        "{n:int}",
-        "{f:float}",
-        "{p:path}",
-        "v{k:int}",
-        "{s}.json",
-        "{r:re:[ab]+}",
-    ]
-)
-PATH_SEGMENTS = st.sampled_from(["a", "b", "ab", "42", "7", "1.5", "v3", "x.json", "", "vv"])
+def test_werkzeug_numbers_before_strings_whatever_the_rule_order() -> None:
+    m = matcher("specificity", "/f/{name}", E("/f/{v:re:[0-9]+\\.[0-9]+}", weights=(50,)))
+    assert pick(m, "/f/3.5")[0] == "/f/{v:re:[0-9]+\\.[0-9]+}"
 
 
-def _template_text(segs: list[str]) -> str | None:
-    names = iter(f"p{i}" for i in range(100))
-    out = []
-    seen_path = False
-    for seg in segs:
-        if "{p:path}" in seg:
-            if seen_path:
-                return None
-            seen_path = True
-        out.append(
-            seg.replace("{x}", "{" + next(names) + "}")
-            .replace("{n:", "{" + next(names) + ":")
-            .replace("{f:", "{" + next(names) + ":")
-            .replace("{p:", "{" + next(names) + ":")
-            .replace("{k:", "{" + next(names) + ":")
-            .replace("{s}", "{" + next(names) + "}")
-            .replace("{r:", "{" + next(names) + ":")
-        )
-    return "/" + "/".join(out)
+def test_werkzeug_equal_weights_keep_the_rule_order() -> None:
+    m = matcher("specificity", "/u/{name}", "/u/{u:uuid}")
+    assert pick(m, "/u/" + "0" * 32)[0] == "/u/{name}"
 
 
-def _precedence(t: Template) -> tuple[tuple[int, str], ...]:
-    return tuple((0, "") if isinstance(s, str) else (s.rank, s.key) for s in t.segments)
+def test_werkzeug_int_takes_non_ascii_digits() -> None:
+    m = matcher("specificity", "/n/{id:int}", "/n/{name}")
+    assert pick(m, "/n/٣")[0] == "/n/{id:int}"
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(st.lists(SEGMENTS, min_size=1, max_size=4), min_size=1, max_size=12),
-    st.lists(st.lists(PATH_SEGMENTS, min_size=1, max_size=5), min_size=1, max_size=20),
-)
-def test_trie_agrees_with_a_brute_force_scan(
-    templates: list[list[str]], paths: list[list[str]]
-) -> None:
-    by_shape: dict[str, Template] = {}
-    for segs in templates:
-        text = _template_text(segs)
-        if text is not None:
-            t = parse_template(text)
-            by_shape.setdefault(t.shape, t)
-    trie: Trie[Template] = Trie()
-    for t in by_shape.values():
-        trie = trie.set(t, t)
-    for segs in paths:
-        path = "/" + "/".join(segs)
-        matching = [t for t in by_shape.values() if t.match(path) is not None]
-        expected = min(matching, key=_precedence) if matching else None
-        got = trie.match(path, lambda value, params, _: value, None)
-        assert (got.shape if got else None) == (expected.shape if expected else None), path
-        if got is not None:
-            values = trie.match(path, lambda value, params, _: params, None)
-            assert got.convert(values or ()) == got.match(path)
+def test_werkzeug_method_mismatch_searches_on() -> None:
+    m = matcher("specificity", "/a/{id:int}", E("/a/{name}", frozenset({"POST"})))
+    allowed: set[str] = set()
+    assert m.match("POST", "/a/1", None, allowed) is not None
+    assert m.match("PUT", "/a/1", None, allowed) is None
+    assert allowed == {"GET", "POST"}
+
+
+def test_werkzeug_redirects_to_the_slash_form() -> None:
+    m = matcher("specificity", "/a/", "/{x}")
+    assert pick(m, "/a") == ("/a/", (), True)  # strict_slashes stops the search there
+
+
+def test_werkzeug_path_with_a_trailing_slash_is_suffixed() -> None:
+    m = matcher("specificity", "/d/{p:path}/")
+    assert pick(m, "/d/x/y/") == ("/d/{p:path}/", ("x/y",), False)
+    assert pick(m, "/d/x/y") == ("/d/{p:path}/", ("x/y",), True)
+
+
+def test_werkzeug_drops_leading_slashes() -> None:
+    m = matcher("specificity", "/a")
+    assert pick(m, "//a") == ("/a", (), False)
+
+
+# --------------------------------------------------------------------------- Starlette
+
+
+def test_starlette_first_declared_match_wins() -> None:
+    m = matcher("ordered", "/u/{name}", "/u/me", "/u/{id:int}")
+    assert pick(m, "/u/me")[0] == "/u/{name}"
+    assert pick(m, "/u/7")[0] == "/u/{name}"
+
+
+def test_starlette_full_match_beats_an_earlier_partial_one() -> None:
+    m = matcher("ordered", E("/u/{x}", frozenset({"POST"})), "/u/{name}")
+    assert pick(m, "/u/a")[0] == "/u/{name}"
+
+
+def test_starlette_path_may_be_empty() -> None:
+    m = matcher("ordered", "/files/{p:path}")
+    assert pick(m, "/files/") == ("/files/{p:path}", ("",), False)
+
+
+def test_starlette_strips_every_trailing_slash_before_retrying() -> None:
+    m = matcher("ordered", "/api/flows/")
+    assert m.match("POST", "/api/flows//", None, set()) is None
+    m = matcher("ordered", "/api/flows")
+    assert pick(m, "/api/flows//") == ("/api/flows", (), True)
+    assert pick(m, "/api/flows") == ("/api/flows", (), False)
+
+
+def test_starlette_adds_a_missing_slash() -> None:
+    m = matcher("ordered", "/x/")
+    assert pick(m, "/x") == ("/x/", (), True)
+
+
+def test_starlette_trailing_newline_matches_before_it() -> None:
+    m = matcher("ordered", "/u/{id:int}")
+    assert pick(m, "/u/42\n") == ("/u/{id:int}", ("42",), False)
+
+
+def test_a_mount_answers_everything_under_it() -> None:
+    m = matcher(
+        "ordered",
+        "/api/items",
+        E("/api/{path:path}", frozenset({"*"}), shadow=True, reason="mount"),
+        "/{catch:path}",
+    )
+    got = m.match("GET", "/api/other", None, set())
+    assert got is not None
+    assert got[0].reason == "mount"
+    assert pick(m, "/api/items/") == ("/api/items", (), True)  # the sub-router's redirect
+    assert pick(m, "/elsewhere")[0] == "/{catch:path}"
+
+
+def test_clean_routes_are_answered_without_a_full_search() -> None:
+    m = matcher("ordered", "/a/{x}", "/b/{y}", "/a/static")
+    clean = {e.text: e.clean for e in m.entries}
+    assert clean == {"/a/{x}": True, "/b/{y}": True, "/a/static": False}
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize("flavor", ["specificity", "ordered"])
+@pytest.mark.parametrize("n", [256, 1000])
+def test_long_templates_never_recurse(flavor: str, n: int) -> None:
+    text = "/s" * n
+    m = matcher(flavor, text, "/s" * (n - 1) + "/{x}", "/s/{p:path}/s")
+    assert pick(m, text)[0] == text
+    assert pick(m, "/s" * (n - 1) + "/t")[0] == "/s" * (n - 1) + "/{x}"
+    assert len(m.overlapping(text)) == 3
+
+
+def test_cross_service_precedence_is_static_typed_str_path() -> None:
+    order = sorted(["/u/{p:path}", "/u/{name}", "/u/{id:int}", "/u/me"], key=precedence_key)
+    assert order == ["/u/me", "/u/{id:int}", "/u/{name}", "/u/{p:path}"]

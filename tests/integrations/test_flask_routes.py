@@ -175,7 +175,11 @@ EXPECTED = [
     RouteSpec("/people/{user_id:int}", GET, name="user", idempotent=True, timeout=2.0, retries=3),
     RouteSpec("/users", ("OPTIONS", "POST"), name="create_user", public=True),
     RouteSpec("/users/{user_id:int}/avatar.{ext:re:(?:png|jpg)}", GET, name="avatar"),
-    RouteSpec("/archive/{year:re:[0-9]{4}}/{month:re:[0-9]{2}}", GET, name="archive"),
+    # werkzeug weighs number converters 50, the others 100: published when the canonical
+    # converter would say otherwise (a fixed-width int is published as `re:`)
+    RouteSpec(
+        "/archive/{year:re:[0-9]{4}}/{month:re:[0-9]{2}}", GET, name="archive", weights=(100, 50)
+    ),
     RouteSpec(r"/lang/{code:re:[^\x2f]{2}}/{slug:re:[a-z0-9-]+}", GET, name="page"),
     RouteSpec(
         "/objects/{oid:re:[A-Fa-f0-9]{8}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{12}}"
@@ -183,7 +187,7 @@ EXPECTED = [
         GET,
         name="object_tags",
     ),
-    RouteSpec(r"/offset/{delta:re:-?[0-9]+\.[0-9]+}", GET, name="offset"),
+    RouteSpec(r"/offset/{delta:re:-?[0-9]+\.[0-9]+}", GET, name="offset", weights=(50,)),
     RouteSpec("/files/{filepath:path}", GET, name="files"),
     RouteSpec("/ping", ("GET", "HEAD"), name="ping"),
     RouteSpec("/items/{item_id:int}", GET, name="items"),
