@@ -59,8 +59,8 @@ __all__ = [
     "RetriesExhausted",
     "RouteConflictError",
     "RoutingError",
-    "TableNotLoaded",
     "ShadowedRouteError",
+    "TableNotLoaded",
     "TemplateError",
     "Throttled",
 ]

@@ -44,6 +44,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from .records import ANY_METHOD
+from .regex import MatchLike, compile_fullmatch
 from .templates import CONVERTERS, Param, Template, parse_template, segment_pieces
 
 __all__ = [
@@ -93,15 +94,42 @@ class Part:
         self.weight = weight
         self.ngroups = n
         self.key = (regex, final, suffixed, weight)
-        self.fullmatch: Callable[[str], re.Match[str] | None] = _compile(regex).fullmatch
+        plain = compile_fullmatch(regex)  # linear time: re when safe, else RE2
+        self.fullmatch: Callable[[str], MatchLike | None] = (
+            _suffixed(plain) if suffixed else plain
+        )
 
     def __repr__(self) -> str:
         return f"Part({self.regex!r}, final={self.final})"
 
 
-@lru_cache(maxsize=65536)
-def _compile(regex: str) -> re.Pattern[str]:
-    return re.compile(regex)
+class _Groups:
+    __slots__ = ("_groups",)
+
+    def __init__(self, groups: tuple[Any, ...]) -> None:
+        self._groups = groups
+
+    def groups(self) -> tuple[Any, ...]:
+        return self._groups
+
+
+def _suffixed(plain: Callable[[str], MatchLike | None]) -> Callable[[str], MatchLike | None]:
+    """werkzeug's ``X(?<!/)(/?)$`` for a final part ``X`` ending in ``/``, without look-behind.
+
+    ``X`` (non-greedy) ends before an optional last ``/``, and never with a ``/`` itself: the
+    last group is the ``/`` it left (werkzeug then redirects or goes on to the ``""`` part).
+    """
+
+    def fullmatch(rest: str) -> MatchLike | None:
+        if rest.endswith("/"):
+            if rest.endswith("//"):
+                return None
+            m = plain(rest[:-1])
+            return None if m is None else _Groups((*m.groups(), "/"))
+        m = plain(rest)
+        return None if m is None else _Groups((*m.groups(), ""))
+
+    return fullmatch
 
 
 def _param_regex(p: Param, flavor: str) -> str:
@@ -159,7 +187,7 @@ def template_parts(
         regex = "/".join(regexes)
         suffixed = flavor == WERKZEUG and regex.endswith("/")
         if suffixed:
-            regex = regex[:-1] + "(?<!/)(/?)"
+            regex = regex[:-1]  # the trailing "/" is optional: see _suffixed
         out.append(Part(regex, True, suffixed, _weighting(statics, args), len(args)))
         if suffixed:
             out.append("")
@@ -384,9 +412,10 @@ class ServiceMatcher:
         if path[-1:] == "\n":  # Starlette's `$` matches before a final newline: scan the regexes
             out = []
             for entry in self.entries:
-                m = _starlette_regex(entry.template.pattern).match(path)
+                regex = entry.template.regex
+                m = regex.fullmatch(path) or regex.fullmatch(path[:-1])
                 if m is not None:
-                    out.append((entry, m.groups()))
+                    out.append((entry, tuple(m.groups())))
             return out
         found = _all(self.root, path.split("/"))
         found.sort(key=lambda ev: ev[0].order)
@@ -530,11 +559,6 @@ def _subtree(state: _State) -> list[Any]:
         stack.extend(s.static.values())
         stack.extend(c for _, c in s.dynamic)
     return out
-
-
-@lru_cache(maxsize=65536)
-def _starlette_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + pattern + "$")
 
 
 def _step(part: Part, segs: list[str], i: int, n: int) -> tuple[int, tuple[str, ...]] | None:
