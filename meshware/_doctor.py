@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._config import EtcdSettings
-from ._core.records import InstanceRecord, RouteSpec, instance_key
+from ._core.records import InstanceRecord, Published, RouteSpec, instance_key
 from ._core.table import Entry, RoutingTable, Upsert
 from ._errors import ConfigError, MeshError
 
@@ -161,7 +161,8 @@ def introspect(app: Any) -> Introspected:
 def _published(mesh: Any, default: Any) -> tuple[list[RouteSpec], list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        routes = list(mesh.member._routes()) if mesh is not None else list(default())
+        got = mesh.member._routes() if mesh is not None else default()
+        routes = list(got.routes if isinstance(got, Published) else got)
     return routes, [str(w.message) for w in caught]
 
 

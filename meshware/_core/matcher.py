@@ -74,6 +74,7 @@ class Entry(Protocol):
     reason: str | None
     clean: bool
     direct: bool
+    websocket: bool
 
     @property
     def host(self) -> str | None: ...
@@ -464,8 +465,8 @@ class ServiceMatcher:
         for entry, values in self._candidates(target):
             if before is not None and entry.order >= before:
                 break
-            if entry.host is not None and not host_ok(entry.host, host):
-                continue
+            if entry.websocket or (entry.host is not None and not host_ok(entry.host, host)):
+                continue  # a WebSocketRoute never matches an HTTP request
             if method in entry.methods or ANY_METHOD in entry.methods:
                 return entry, values, True
             methods.update(entry.methods)
@@ -657,7 +658,11 @@ def _wz_walk(
             if slash is not None:
                 for rule in slash.rules:
                     ms = rule.methods
-                    if (method in ms or ANY_METHOD in ms) and host_ok(rule.host, host):
+                    if (
+                        (method in ms or ANY_METHOD in ms)
+                        and not rule.websocket
+                        and host_ok(rule.host, host)
+                    ):
                         return rule, values, True  # strict_slashes: the app redirects to path/
             continue
         if k == -1:

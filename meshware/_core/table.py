@@ -182,6 +182,10 @@ class Route:
         return self.spec.weights
 
     @property
+    def websocket(self) -> bool:
+        return self.spec.kind == "websocket"
+
+    @property
     def any_method(self) -> bool:
         return ANY_METHOD in self.methods
 
@@ -844,32 +848,42 @@ def _build_service(
     # pair; rank is the oldest create_revision among them. Methods of one template that share
     # metadata and instances are then grouped into one Route. The order is the position in the
     # app's order, routes and shadows merged (a shadow comes before ``routes[before]``).
-    slots: dict[tuple[str, str], _Slot] = {}
-    shadow_slots: dict[tuple[str, str], _Slot] = {}
+    # A slot is (template, host, method); within one record the first declaration of a slot
+    # is the one the app dispatches to (werkzeug's and Starlette's first match).
+    slots: dict[tuple[str, str | None, str], _Slot] = {}
+    shadow_slots: dict[tuple[str, str | None, str], _Slot] = {}
     ordered = False
     for entry, record in members:  # oldest first, so the newest wins for spec/order
         ordered = record.routing == "ordered"
         positions = _merged_positions(record)
+        seen: set[tuple[str, str | None, str]] = set()
         for position, spec in enumerate(record.routes):
             for method in spec.methods:
-                slot = slots.get((spec.template, method))
+                key = (spec.template, spec.host, method)
+                if key in seen:
+                    continue
+                seen.add(key)
+                slot = slots.get(key)
                 if slot is None:
-                    slot = slots[(spec.template, method)] = _Slot(entry.create_revision)
+                    slot = slots[key] = _Slot(entry.create_revision)
                 slot.spec = spec
                 slot.order = positions[0][position]
                 slot.urls[record.url] = None
+        seen.clear()
         for k, shadow in enumerate(record.shadows):
             for method in shadow.spec.methods:
-                slot = shadow_slots.get((shadow.spec.template, method))
+                key = (shadow.spec.template, shadow.spec.host, method)
+                if key in seen:
+                    continue
+                seen.add(key)
+                slot = shadow_slots.get(key)
                 if slot is None:
-                    slot = shadow_slots[(shadow.spec.template, method)] = _Slot(
-                        entry.create_revision
-                    )
+                    slot = shadow_slots[key] = _Slot(entry.create_revision)
                 slot.spec = shadow.spec
                 slot.order = positions[1][k]
                 slot.reason = shadow.reason
     groups: dict[tuple[str, RouteSpec, tuple[str, ...]], list[tuple[str, _Slot]]] = {}
-    for (text, method), slot in slots.items():
+    for (text, _host, method), slot in slots.items():
         assert slot.spec is not None
         key = (text, dataclasses.replace(slot.spec, methods=()), tuple(slot.urls))
         groups.setdefault(key, []).append((method, slot))
@@ -880,9 +894,11 @@ def _build_service(
     for (text, _, urls), claims in groups.items():
         methods = frozenset(m for m, _ in claims)
         methods = shared_methods.setdefault(methods, methods)
-        route_id = f"{text} {','.join(sorted(methods))}"
         first_spec = claims[0][1].spec
         assert first_spec is not None
+        route_id = f"{text} {','.join(sorted(methods))}"
+        if first_spec.host is not None:
+            route_id += f" @{first_spec.host}"
         routes[route_id] = Route(
             service=name,
             template=parse_template(text),
@@ -899,7 +915,7 @@ def _build_service(
             eps = shared_endpoints[urls] = Endpoints(all_, tuple(i for i in all_ if i.serving))
         endpoints[route_id] = eps
     shadow_groups: dict[tuple[str, RouteSpec], list[tuple[str, _Slot]]] = {}
-    for (text, method), slot in shadow_slots.items():
+    for (text, _host, method), slot in shadow_slots.items():
         assert slot.spec is not None
         shadow_groups.setdefault((text, dataclasses.replace(slot.spec, methods=())), []).append(
             (method, slot)
@@ -918,7 +934,8 @@ def _build_service(
                 rank=(min(slot.rank for _, slot in claims), name),
                 order=min(slot.order for _, slot in claims),
                 ordered=ordered,
-                route_id=f"{text} {','.join(sorted(methods))} shadow",
+                route_id=f"{text} {','.join(sorted(methods))} shadow"
+                + (f" @{first_spec.host}" if first_spec.host is not None else ""),
                 shadow=True,
                 reason=claims[0][1].reason,
             )

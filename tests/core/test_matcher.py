@@ -28,6 +28,7 @@ class E:
     host: str | None = None
     weights: tuple[int, ...] | None = None
     clean: bool = False
+    websocket: bool = False
     template: Template = field(init=False)
 
     def __post_init__(self) -> None:
