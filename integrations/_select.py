@@ -17,8 +17,8 @@ tables but publish the same thing, so the parts that do not depend on the framew
   ``exclude`` is left out.
 * **Template pieces** (:class:`Param`, :func:`render_template`): introspectors build a template
   as static text and typed parameters and render it once, so that the canonical-form rules live
-  in one place: literal ``{`` / ``}`` are refused with :class:`~meshware.TemplateError`, a
-  ``path`` parameter must fill a whole segment, and a parameter name repeated across mount
+  in one place: literal ``{`` / ``}`` are refused with :class:`~meshware.TemplateError`, and a
+  parameter name repeated across mount
   levels (the framework lets the inner one win) is renamed ``name_2`` so the template stays
   valid.
 * **Regexes** (:func:`segment_regex`, :func:`regex_can_match_slash`): a converter's regex is
@@ -234,16 +234,6 @@ def render_template(pieces: Iterable[Piece], *, where: str, host: bool = False) 
             name = f"{piece.name}_{n}"
             n += 1
         used.add(name)
-        if piece.kind == "path" and not host:
-            before = items[i - 1] if i else ""
-            after = items[i + 1] if i + 1 < len(items) else ""
-            if not (isinstance(before, str) and before.endswith("/")) or not (
-                isinstance(after, str) and (after == "" or after.startswith("/"))
-            ):
-                raise TemplateError(
-                    f"{where}: the path parameter {piece.name!r} must fill a whole segment of "
-                    "its own to be published"
-                )
         out.append("{" + name + "}" if piece.kind == "str" else "{" + name + ":" + piece.kind + "}")
     return "".join(out)
 

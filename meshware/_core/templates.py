@@ -342,7 +342,7 @@ def parse_template(text: str, *, host: bool = False) -> Template:
     shape = "".join(p if isinstance(p, str) else p.shape for p in pieces)
     if host:
         return Template(text, (), params, shape, full_regex, host=True)
-    # Split into segments. A path parameter must fill a whole segment of its own.
+    # Split into segments. A path parameter may share its segment (`/{name:path}.{ext}`).
     segments: list[str | SegmentMatcher] = []
     current: list[str | Param] = []
     for piece in pieces:
@@ -358,15 +358,6 @@ def parse_template(text: str, *, host: bool = False) -> Template:
             current.append(piece)
     segments.append(_segment(current, text))
     segments = segments[1:]  # the text starts with '/', so the first segment is empty
-    for seg in segments:
-        if (
-            isinstance(seg, SegmentMatcher)
-            and any(p.converter == "path" for p in seg.params)
-            and (len(seg.params) != 1 or seg.key != "{:path}")
-        ):
-            raise TemplateError(
-                f"template {text!r}: a path parameter must be a whole segment of its own"
-            )
     return Template(text, tuple(segments), params, shape, full_regex)
 
 
