@@ -224,7 +224,7 @@ def render_template(pieces: Iterable[Piece], *, where: str, host: bool = False) 
         items.append(piece)
     out: list[str] = []
     used: set[str] = set()
-    for i, piece in enumerate(items):
+    for piece in items:
         if isinstance(piece, str):
             out.append(piece)
             continue

@@ -90,7 +90,7 @@ class MeshView:
         self._watch: Watch | None = None
         self._next_revision: int | None = None
         self._warned: dict[str, str] = {}
-        self._conflicts: set[tuple[str, str, str, tuple[str, ...]]] = set()
+        self._conflicts: set[tuple[str, str, str, tuple[str, ...], str]] = set()
         self.connected = False
         self.last_contact: float | None = None
         self._last_error = ""
@@ -209,15 +209,31 @@ class MeshView:
                 log.warning("skipping %s", problem)
         self._warned = dict(table.rejected)
         conflicts = {
-            (c.method, c.shape, c.winner.service, tuple(r.service for r in c.losers))
+            (
+                c.method,
+                c.shape,
+                c.winner.service,
+                tuple(f"{r.service} ({r.template.text})" for r in c.losers),
+                c.kind,
+            )
             for c in table.conflicts()
         }
-        for method, shape, winner, losers in sorted(conflicts - self._conflicts):
+        for method, shape, winner, losers, kind in sorted(conflicts - self._conflicts):
+            if kind == "overlap":
+                log.warning(
+                    "route conflict: %s %s of %s takes paths that %s would serve "
+                    "(it wins by precedence)",
+                    method,
+                    shape,
+                    winner,
+                    ", ".join(losers),
+                )
+                continue
             log.warning(
                 "route conflict: %s %s is claimed by %s; %s wins (oldest registration)",
                 method,
                 shape,
-                ", ".join((winner, *losers)),
+                ", ".join((winner, *(loser.split(" (")[0] for loser in losers))),
                 winner,
             )
         self._conflicts = conflicts

@@ -100,7 +100,20 @@ def _route_items(table: RoutingTable) -> list[dict[str, Any]]:
     for conflict in table.conflicts():
         for loser in conflict.losers:
             key = (loser.service, loser.template.text)
-            lost.setdefault(key, []).append(f"{conflict.method} lost to {conflict.winner.service}")
+            if conflict.kind == "overlap":
+                lost.setdefault(key, []).append(
+                    f"{conflict.method} paths taken by {conflict.winner.service} "
+                    f"{conflict.winner.template.text}"
+                )
+                if not conflict.winner.shadow:
+                    key = (conflict.winner.service, conflict.winner.template.text)
+                    lost.setdefault(key, []).append(
+                        f"{conflict.method} takes paths of {loser.service} {loser.template.text}"
+                    )
+            else:
+                lost.setdefault(key, []).append(
+                    f"{conflict.method} lost to {conflict.winner.service}"
+                )
     items: list[dict[str, Any]] = []
     for route, endpoints in table.routes():
         items.append(

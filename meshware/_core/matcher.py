@@ -96,9 +96,7 @@ class Part:
         self.ngroups = n
         self.key = (regex, final, suffixed, weight)
         plain = compile_fullmatch(regex)  # linear time: re when safe, else RE2
-        self.fullmatch: Callable[[str], MatchLike | None] = (
-            _suffixed(plain) if suffixed else plain
-        )
+        self.fullmatch: Callable[[str], MatchLike | None] = _suffixed(plain) if suffixed else plain
 
     def __repr__(self) -> str:
         return f"Part({self.regex!r}, final={self.final})"

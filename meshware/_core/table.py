@@ -885,8 +885,8 @@ def _build_service(
     groups: dict[tuple[str, RouteSpec, tuple[str, ...]], list[tuple[str, _Slot]]] = {}
     for (text, _host, method), slot in slots.items():
         assert slot.spec is not None
-        key = (text, dataclasses.replace(slot.spec, methods=()), tuple(slot.urls))
-        groups.setdefault(key, []).append((method, slot))
+        claim = (text, dataclasses.replace(slot.spec, methods=()), tuple(slot.urls))
+        groups.setdefault(claim, []).append((method, slot))
     routes: dict[str, Route] = {}
     endpoints: dict[str, Endpoints] = {}
     shared_endpoints: dict[tuple[str, ...], Endpoints] = {}  # routes of one service mostly
