@@ -471,14 +471,19 @@ class ServiceMatcher:
         return methods or None
 
     def _mark_clean(self) -> None:
-        """An entry is clean when no earlier entry with a common method may match its paths."""
+        """An entry is clean when no earlier entry with a common method may match its paths.
+
+        The earlier *published* routes that may are also kept on the entry (``shadows``, the
+        name the node-local renderer reads; :meth:`RoutingTable.preceding` has them all).
+        """
         for entry in self.entries:
-            clean = True
-            for other in self.overlapping(entry.template.text):
-                if other.order < entry.order and _methods_meet(other.methods, entry.methods):
-                    clean = False
-                    break
-            object.__setattr__(entry, "clean", clean)
+            earlier = [
+                other
+                for other in self.overlapping(entry.template.text)
+                if other.order < entry.order and _methods_meet(other.methods, entry.methods)
+            ]
+            object.__setattr__(entry, "clean", not earlier)
+            object.__setattr__(entry, "shadows", tuple(o for o in earlier if not o.shadow))
 
     # ------------------------------------------------------------------ overlap
 

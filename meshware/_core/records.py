@@ -48,9 +48,9 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from .._errors import BadRecord, ConfigError
 from .limits import RouteLimits, limits_from_json
@@ -197,11 +197,23 @@ class Shadow:
         return out
 
 
-class Published(NamedTuple):
-    """What an integration introspects: the routes to publish and the app's other routes."""
+class Published(tuple[RouteSpec, ...]):
+    """What an integration introspects: the routes to publish (it *is* a tuple of them, so code
+    that expects a sequence of routes keeps working) and, in ``shadows``, the app's other routes.
+    """
 
-    routes: tuple[RouteSpec, ...]
-    shadows: tuple[Shadow, ...] = ()
+    shadows: tuple[Shadow, ...]
+
+    def __new__(
+        cls, routes: Iterable[RouteSpec] = (), shadows: Iterable[Shadow] = ()
+    ) -> Published:
+        self = super().__new__(cls, routes)
+        self.shadows = tuple(shadows)
+        return self
+
+    @property
+    def routes(self) -> tuple[RouteSpec, ...]:
+        return tuple(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,9 @@ class Route:
     precedence: tuple[Any, ...] = ()
     clean: bool = False  # set by the matcher: no earlier route of the app may take its paths
     direct: bool = False  # set by the matcher: its hot path may answer with this route
+    # set by the matcher of an ordered app: its earlier published routes that may take some of
+    # this route's paths (see RoutingTable.preceding for every route and shadow that may)
+    shadows: tuple[Route, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", self.template.param_names)

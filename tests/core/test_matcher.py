@@ -29,6 +29,7 @@ class E:
     weights: tuple[int, ...] | None = None
     clean: bool = False
     websocket: bool = False
+    shadows: tuple[Any, ...] = ()
     template: Template = field(init=False)
 
     def __post_init__(self) -> None:
