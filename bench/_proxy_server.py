@@ -28,20 +28,14 @@ def main(argv: list[str]) -> None:
 
     import meshware
     from meshware.edge.proxy import MeshProxy
+    from meshware.edge.serve import uvicorn_config
 
     port, upstream = int(argv[0]), argv[1]
     table = users_table(upstream)
     # trust_env=False: no proxy from the environment, the traffic stays on loopback
     client = meshware.AsyncClient(table, total_timeout=10, trust_env=False)
     app = MeshProxy(client, SimpleNamespace(table=table), public_only=True)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-    )
+    uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run()  # as `meshware proxy`
 
 
 if __name__ == "__main__":

@@ -675,6 +675,27 @@ def edge_nginx(
     type=float,
     help="Per request, retries included.",
 )
+@click.option(
+    "--max-connections",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Connections held at once; more get 503 (lowered to fit the descriptor limit).",
+)
+@click.option(
+    "--max-body-size",
+    default=8 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Bytes a request body may have; larger ones get 413.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds for a request's line and headers to arrive; then 408.",
+)
 @click.option("--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX or /meshware).")
 @click.option(
     "--etcd", "etcd", default=None, help="etcd endpoints (default: $MESHWARE_ETCD_ENDPOINTS)."
@@ -684,6 +705,9 @@ def proxy(
     public_only: bool,
     rewrite: Sequence[str],
     total_timeout: float,
+    max_connections: int,
+    max_body_size: int,
+    header_timeout: float,
     prefix: str | None,
     etcd: str | None,
 ) -> None:
@@ -696,13 +720,24 @@ def proxy(
         ) from None
     from . import AsyncClient
     from .edge.proxy import MeshProxy
+    from .edge.serve import ProxyLimits, uvicorn_config
 
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise click.UsageError(f"--listen must be HOST:PORT, not {listen!r}")
     view = _view(etcd, prefix)
     client = AsyncClient(view, total_timeout=total_timeout, timeout=total_timeout)
-    app = MeshProxy(client, view, public_only=public_only, rewrites=_rewrites(rewrite))
+    limits = ProxyLimits(
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+    )
+    app = MeshProxy(
+        client,
+        view,
+        public_only=public_only,
+        rewrites=_rewrites(rewrite),
+        max_body=max_body_size,
+    )
     presence = None
     if public_only:  # an edge: it shares the routes' rate limits with the other edges
         from .edge.presence import EdgePresence
@@ -713,14 +748,7 @@ def proxy(
         err=True,
     )
     try:
-        uvicorn.run(
-            app,
-            host=host.strip("[]"),
-            port=int(port),
-            log_level="warning",
-            access_log=False,
-            proxy_headers=False,  # the caller's own X-Forwarded-For is not trusted
-        )
+        uvicorn.Server(uvicorn_config(app, host.strip("[]"), int(port), limits)).run()
     finally:
         if presence is not None:
             presence.stop()

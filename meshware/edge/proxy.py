@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from email.utils import formatdate
+from typing import Any, NamedTuple
 
 import httpx
 
 from .._core.limits import RateLimiter, RouteLimits, retry_after_header
-from .._core.records import ANY_METHOD
 from .._core.table import Resolution, Route, RoutingTable
 from .._deadline import DEADLINE_HEADER, enter_from_header, leave
 from .._enforce import EDGE_CALLER
@@ -32,7 +32,7 @@ from .._errors import (
     NoRouteError,
     TableNotLoaded,
 )
-from .public import PublicRoute, Rewrite, public_routes, refuse_target
+from .public import Rewrite, refuse_target
 
 __all__ = ["MeshProxy"]
 
@@ -102,29 +102,58 @@ class _EdgeLimits:
         self._inflight[route.key] -= 1
 
 
-class _PublicIndex:
-    """The public routes of one table, ready to match a public path."""
+class PublicTarget(NamedTuple):
+    """Where a public request goes: the mesh path and the public route the table chose."""
 
-    def __init__(self, table: RoutingTable, rewrites: tuple[Rewrite, ...]) -> None:
-        self.table = table
-        self.static: dict[str, list[PublicRoute]] = {}
-        self.dynamic: list[PublicRoute] = []
-        for r in public_routes(table, rewrites):
-            if r.public.params:
-                self.dynamic.append(r)
-            else:
-                self.static.setdefault(r.public.text, []).append(r)
+    path: str
+    route: Route
 
-    def match(self, method: str, path: str) -> PublicRoute | tuple[str, ...]:
-        """The public route for ``method path``, or the methods the path allows (maybe none)."""
-        candidates = list(self.static.get(path, ()))
-        candidates += [r for r in self.dynamic if r.public.regex.fullmatch(path)]
-        allowed: set[str] = set()
-        for r in candidates:
-            if ANY_METHOD in r.methods or method in r.methods:
-                return r
-            allowed.update(r.methods)
-        return tuple(sorted(allowed))
+
+def exposed(route: Route) -> bool:
+    """Whether the edge may expose a route the table dispatched a path to."""
+    spec = route.spec
+    return (
+        spec.public
+        and spec.kind == "http"
+        and spec.host is None
+        and not getattr(route, "shadow", False)  # shadows (issue 10) are never public
+    )
+
+
+def public_target(
+    table: RoutingTable, rewrites: tuple[Rewrite, ...], method: str, path: str
+) -> PublicTarget | tuple[str, ...]:
+    """Where a public ``method path`` goes, or the methods public routes allow on it (maybe none).
+
+    One lookup in the table per candidate (the path under each rewrite whose public prefix it
+    has, then the path itself): it goes out only when the table, which dispatches as the app
+    does, resolves it to a public route exposed that way. A path the app would dispatch to a
+    private route, or serves itself unpublished (a shadow), never goes out, whatever public
+    route also matches it.
+    """
+    candidates: list[tuple[Rewrite | None, str]] = [
+        (r, i) for r in rewrites if (i := r.to_internal(path)) is not None
+    ]
+    candidates.append((None, path))
+    allowed: set[str] = set()
+    for rewrite, internal in candidates:
+        found = table.match(method, internal)
+        if isinstance(found, Resolution):
+            if _exposed_by(found.route, rewrite, rewrites):
+                return PublicTarget(internal, found.route)
+            continue
+        for other in found:  # 405 only for methods a public route would take
+            hit = table.match(other, internal)
+            if isinstance(hit, Resolution) and _exposed_by(hit.route, rewrite, rewrites):
+                allowed.update(hit.route.methods)
+    return tuple(sorted(allowed))
+
+
+def _exposed_by(route: Route, rewrite: Rewrite | None, rewrites: tuple[Rewrite, ...]) -> bool:
+    if not exposed(route):
+        return False
+    applies = next((r for r in rewrites if r.applies(route)), None)
+    return applies is rewrite
 
 
 class MeshProxy:
@@ -137,12 +166,13 @@ class MeshProxy:
         *,
         public_only: bool = False,
         rewrites: tuple[Rewrite, ...] = (),
+        max_body: int | None = 8 * 1024 * 1024,
     ) -> None:
         self.client = client
         self.mesh = mesh
         self.public_only = public_only
         self.rewrites = rewrites
-        self._index: _PublicIndex | None = None
+        self.max_body = max_body  # bytes a request body may have (413 above); None: no limit
         self._limits = _EdgeLimits()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -175,12 +205,8 @@ class MeshProxy:
             await _answer(send, 400, f"bad request target: {problem}")
             return
         if self.public_only:
-            table = self.mesh.table
-            index = self._index
-            if index is None or index.table is not table:
-                index = self._index = _PublicIndex(table, self.rewrites)
-            found = index.match(method, path)
-            if not isinstance(found, PublicRoute):
+            found = public_target(self.mesh.table, self.rewrites, method, path)
+            if not isinstance(found, PublicTarget):
                 if found:
                     await _answer(send, 405, "method not allowed", allow=", ".join(found))
                 else:
@@ -198,14 +224,12 @@ class MeshProxy:
                 await _answer(send, 429, "too many requests", retry_after="1")
                 return
             try:
-                await self._forward(
-                    scope, receive, send, method, found.internal_path(path), query, found, table
-                )
+                await self._forward(scope, receive, send, method, found.path, query)
             finally:
                 if gate is True:
                     self._limits.leave(found.route)
             return
-        await self._forward(scope, receive, send, method, path, query, None, None)
+        await self._forward(scope, receive, send, method, path, query)
 
     def _edges(self) -> int:
         traffic = getattr(self.mesh, "traffic", None)
@@ -219,27 +243,23 @@ class MeshProxy:
         method: str,
         path: str,
         query: bytes,
-        found: PublicRoute | None,
-        table: RoutingTable | None,
     ) -> None:
-        if found is not None and table is not None:
-            # the mesh must route it to that very route: a more specific private route of the
-            # same paths (or another service's) wins in the table, and must not be reached
-            routed = table.match(method, path)
-            if not isinstance(routed, Resolution) or routed.route is not found.route:
-                await _answer(send, 404, "not found")
-                return
         framing = {k for k, _ in scope["headers"] if k in (b"content-length", b"transfer-encoding")}
         if len(framing) == 2:  # both: a request smuggling attempt, or a broken client
             await _answer(send, 400, "Content-Length together with Transfer-Encoding")
             return
+        if self.max_body is not None and b"content-length" in framing:
+            declared = next(v for k, v in scope["headers"] if k == b"content-length")
+            if not declared.isdigit() or int(declared) > self.max_body:
+                await _answer(send, 413, f"the body may have at most {self.max_body} bytes")
+                return
         headers = self._headers(scope)
         has_body = bool(framing)
         request = self.client.build_request(
             method,
             "mesh://" + path + ("?" + query.decode("latin-1") if query else ""),
             headers=headers,
-            content=_body(receive) if has_body else None,
+            content=_body(receive, self.max_body) if has_body else None,
         )
         token = None
         if not self.public_only:  # a trusted local caller's budget bounds our retries too
@@ -249,6 +269,9 @@ class MeshProxy:
             response = await self.client.send(request, stream=True)
         except _ClientGone:
             return  # nobody to answer
+        except _TooLarge:
+            await _answer(send, 413, f"the body may have at most {self.max_body} bytes")
+            return
         except NoRouteError as exc:
             if exc.allowed:
                 await _answer(send, 405, "method not allowed", allow=", ".join(exc.allowed))
@@ -319,12 +342,20 @@ class _ClientGone(Exception):
     """The caller disconnected before its request body was complete."""
 
 
-async def _body(receive: Any) -> AsyncIterator[bytes]:
+class _TooLarge(Exception):
+    """The request body passed ``max_body`` (a chunked one: its size is known only then)."""
+
+
+async def _body(receive: Any, limit: int | None = None) -> AsyncIterator[bytes]:
+    seen = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone  # never pass a truncated body on as if it were complete
         chunk = message.get("body", b"")
+        seen += len(chunk)
+        if limit is not None and seen > limit:
+            raise _TooLarge  # the upstream gets a truncated request it never completes
         if chunk:
             yield chunk
         if not message.get("more_body", False):
@@ -338,6 +369,7 @@ async def _answer(
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
+        (b"date", formatdate(usegmt=True).encode("latin-1")),  # the server adds none
     ]
     if allow is not None:
         headers.append((b"allow", allow.encode("latin-1")))

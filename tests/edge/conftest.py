@@ -21,12 +21,15 @@ from meshware import InstanceRecord, RoutingTable
 from meshware.edge.nginx import NginxOptions, find_nginx, render
 from meshware.edge.proxy import MeshProxy
 from meshware.edge.public import Rewrite
+from meshware.edge.serve import ProxyLimits, uvicorn_config
 from meshware.integrations._starlette_routes import starlette_routes
 
 from . import upstream_app
 
 ROOT = Path(__file__).resolve().parents[2]
 REWRITES = (Rewrite.parse("users:/u=/user-service/users"),)
+# short timeouts so that the slow-client tests finish quickly; 1,100 connections at most
+PROXY_LIMITS = ProxyLimits(max_connections=1100, header_timeout=1.5, body_timeout=1.5)
 
 
 def free_port() -> int:
@@ -126,12 +129,13 @@ def proxy_port(edge_table: RoutingTable) -> Iterator[int]:
     port = free_port()
     client = meshware.AsyncClient(edge_table, total_timeout=10)
     app = MeshProxy(
-        client, type("Mesh", (), {"table": edge_table})(), public_only=True, rewrites=REWRITES
+        client,
+        type("Mesh", (), {"table": edge_table})(),
+        public_only=True,
+        rewrites=REWRITES,
+        max_body=64 * 1024,  # as nginx's client_max_body_size below
     )
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, proxy_headers=False
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, PROXY_LIMITS))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     try:
