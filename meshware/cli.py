@@ -67,11 +67,17 @@ def _load(etcd: str | None, prefix: str | None) -> tuple[RoutingTable, TrafficSt
         rest = Reset((), snapshot.revision)
     table = RoutingTable.empty(settings.prefix).apply(rest)
     for problem in (*table.rejected.values(), *traffic.rejected.values()):
-        click.echo(f"warning: skipping {problem}", err=True)
+        click.echo(_printable(f"warning: skipping {problem}"), err=True)
     return table, traffic
 
 
+def _printable(text: str) -> str:
+    """``text`` as any terminal takes it: a lone surrogate from a record is shown escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _format_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> list[str]:
+    rows = [[_printable(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
@@ -352,10 +358,14 @@ def resolve(
     if as_json:
         click.echo(json.dumps(item, indent=2))
         return
-    click.echo(f"service:   {item['service']}")
-    click.echo(f"route:     {item['template']}" + (f"  ({item['name']})" if item["name"] else ""))
-    click.echo(f"params:    {json.dumps(item['params'])}")
-    click.echo(f"instances: {', '.join(item['instances']) or '(none serving)'}")
+    click.echo(_printable(f"service:   {item['service']}"))
+    click.echo(
+        _printable(
+            f"route:     {item['template']}" + (f"  ({item['name']})" if item["name"] else "")
+        )
+    )
+    click.echo(_printable(f"params:    {json.dumps(item['params'])}"))
+    click.echo(_printable(f"instances: {', '.join(item['instances']) or '(none serving)'}"))
 
 
 @main.command()
@@ -577,7 +587,15 @@ def edge_nginx(
     import subprocess
     from pathlib import Path
 
-    from .edge.nginx import NginxOptions, Watcher, find_nginx, render, validate
+    from .edge.nginx import (
+        NginxOptions,
+        Watcher,
+        find_nginx,
+        host_resolves,
+        render,
+        render_checked,
+        validate,
+    )
 
     try:
         options = NginxOptions(
@@ -601,9 +619,12 @@ def edge_nginx(
             validate(text, nginx=nginx_bin, standalone=options.standalone)
 
     if not watch:
-        text = render(_load_table(etcd, prefix), options)
-        try:
-            checked(text)
+        table = _load_table(etcd, prefix)
+        try:  # a record nginx refuses is left out (a warning names it), the rest goes on
+            if check:
+                text = render_checked(table, options, checked, host_ok=host_resolves)
+            else:
+                text = render(table, options, host_ok=host_resolves)
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -639,6 +660,7 @@ def edge_nginx(
     watcher = Watcher(
         target, options, reload, debounce=debounce, check=checked, traffic=lambda: view.traffic
     )
+    watcher.host_ok = host_resolves
     view._on_change = watcher.changed
     from .edge.presence import EdgePresence
 

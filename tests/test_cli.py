@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -264,3 +265,24 @@ def test_routes_watch_redraws_when_a_record_is_added_and_removed(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_routes_survives_a_record_holding_a_lone_surrogate(
+    mesh: list[str], etcd_server: EtcdServer, mesh_prefix: str
+) -> None:
+    bad = InstanceRecord(
+        "sur", "s1", "http://127.0.0.1:8004", (RouteSpec("/x\ud800", ("GET",), public=True),)
+    )
+    with EtcdClient(etcd_server.endpoint) as client:
+        client.put(instance_key(mesh_prefix, "sur", "s1"), bad.encode())
+        client.put(instance_key(mesh_prefix, "s\udcff", "s2"), bad.encode())  # in the key too
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as a terminal takes it
+    for args in (("routes",), ("routes", "--json"), ("resolve", "GET", "/users/1")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "meshware.cli", *args, *mesh],
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        assert b"users" in proc.stdout

@@ -9,7 +9,9 @@ goes through :func:`compile_fullmatch`:
 * **Backtracking-safe patterns run on** ``re`` (exact Python semantics, the fastest path): at
   most one variable-length repeat, of a single character (a literal, a class, ``.``), and at most
   one alternation, no back-references. A backtracking engine tries at most (alternatives x
-  length) positions on those: ``[0-9]+``, ``[^/]+``, ``v[0-9]{1,3}``, ``(?:json|xml)``.
+  length) positions on those: ``[0-9]+``, ``[^/]+``, ``v[0-9]{1,3}``, ``(?:json|xml)``. The
+  built-in converters' segments (``float``, ``uuid``: a few optional parts, each separated) are
+  trusted (:func:`trust`); a segment combining several parameters is not.
 * **Everything else runs on RE2** (``google-re2``, an automaton: linear time, no backtracking).
   The pattern is parsed by Python's own parser and re-emitted in RE2 syntax with Python's
   meanings (``\\d`` is Unicode ``Nd``, ``\\w`` letters, numbers and ``_``, ``\\s`` Python's
@@ -71,8 +73,18 @@ def _parse(pattern: str, flags: int = 0) -> Any:
     return _p.parse(pattern, flags)
 
 
+_TRUSTED: set[str] = set()
+
+
+def trust(*patterns: str) -> None:
+    """Patterns known to run in linear time on ``re`` (the built-in converters' own)."""
+    _TRUSTED.update(patterns)
+
+
 def backtracking_safe(pattern: str) -> bool:
     """Whether a backtracking engine runs ``pattern`` in time linear in the input."""
+    if pattern in _TRUSTED:
+        return True
     try:
         tree = _parse(pattern)
     except re.error:

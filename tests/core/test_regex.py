@@ -106,7 +106,7 @@ _ATOMS = st.sampled_from(
 @st.composite
 def _regexes(draw: st.DrawFn, depth: int = 2) -> str:
     parts = []
-    for _ in range(draw(st.integers(1, 4))):
+    for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.integers(0, 4 if depth else 1))
         if kind <= 1:
             piece = draw(_ATOMS)
@@ -122,10 +122,11 @@ def _regexes(draw: st.DrawFn, depth: int = 2) -> str:
 
 
 @settings(max_examples=400, deadline=None)
-@given(_regexes(), st.lists(st.text("ab-.é1 _٣", max_size=8), min_size=1, max_size=8))
+@given(_regexes(depth=1), st.lists(st.text("ab-.é1 _٣", max_size=6), min_size=1, max_size=8))
 def test_re2_matches_what_python_matches(pattern: str, texts: list[str]) -> None:
     # as a segment regex is built: each parameter one group, its own groups non-capturing
     # (captures inside repeats are never read: there the engines may differ on empty repeats)
+    # (the reference, Python's re, must itself stay fast: shallow patterns, short texts)
     pattern = "(" + _noncapturing(pattern) + ")-?(" + _noncapturing(pattern) + ")"
     ours = rx._re2_fullmatch(pattern, 0)
     theirs = re.compile(pattern).fullmatch

@@ -119,7 +119,7 @@ def test_the_watcher_writes_and_reloads_only_when_the_configuration_changes(tmp_
     assert reloads.count == 1
     assert watcher.apply(table(PUBLIC, RouteSpec("/users", ("POST",), public=True))) is True
     assert reloads.count == 2
-    assert "location = /users" in out.read_text()
+    assert 'location = "/users"' in out.read_text()
 
 
 def test_a_rejected_configuration_is_never_installed(tmp_path: Path) -> None:
