@@ -63,7 +63,7 @@ def caller_name() -> str | None:
     if not name:
         from ._member import _members
 
-        name = next((m.settings.service for m in list(_members)), "")
+        name = next((m.settings.service for m in list(_members) if m.enabled), "")
     try:
         return validate_service_name(name) if name else None
     except ConfigError:
@@ -122,21 +122,32 @@ class Enforcer:
         self._states: dict[str, _RouteState] = {}
         self._paths: dict[str, _RouteState | None] = {}  # "METHOD path" -> its route's state
         self.active = True  # False once the routes are known to declare no limit
+        self._disabled = False
 
     def _load(self) -> RoutingTable:
         with self._lock:
             if self._table is None:
-                specs = tuple(self._routes())
+                got = self._routes()
                 record = InstanceRecord(
-                    self.service, "self", "http://127.0.0.1:1", specs, routing=self._routing
+                    self.service,
+                    "self",
+                    "http://127.0.0.1:1",
+                    tuple(got),
+                    routing=self._routing,
+                    shadows=tuple(getattr(got, "shadows", ())),  # the app's unpublished routes
                 )
                 table = RoutingTable.from_records([record])
                 for route, _ in table.routes():
                     if route.spec.limits is not None:
                         self._states[route.key] = _RouteState(route.spec.limits, self._lock)
-                self.active = bool(self._states)
+                self.active = bool(self._states) and not self._disabled
                 self._table = table
             return self._table
+
+    def disable(self) -> None:
+        """Check nothing (the fake mesh enforces the limits itself, on its own clock)."""
+        self._disabled = True
+        self.active = False
 
     def admit(
         self, method: str, path: str, caller: str | None, address: str | None
@@ -144,7 +155,7 @@ class Enforcer:
         """``(0.0, gate)`` to let the request in (``gate.release()`` when it is over, if not
         None), or ``(seconds, None)`` to refuse it with that ``Retry-After``."""
         table = self._table or self._load()
-        if not self._states:
+        if not self.active:
             return 0.0, None
         paths = self._paths
         cache_key = method + " " + path

@@ -23,6 +23,10 @@ The fake falls out of meshware's seams (DESIGN §1), so tests exercise the real 
   *caller*, and a caller's client would take a downstream ``RetriesExhausted`` for its own), and
   the exception is logged on ``meshware.testing``. ``raise_app_exceptions=True`` re-raises it
   in the test instead (for Flask, through its ``got_request_exception`` signal).
+* **Limits**: the limits the apps' routes declare (``@meshware.rate_limit``,
+  ``concurrency_limit``) are enforced per replica as a member enforces them (per calling service
+  from ``X-Meshware-Caller``, the rate shared by the service's live replicas, ``429`` with
+  ``Retry-After``), on the fake clock; an app's own limit middleware is switched off.
 * **Calls inside apps**: while a fake mesh is open, ``meshware.Client()`` / ``AsyncClient()``
   created without ``mesh=`` (as a service's own code does) use it, so a service's outgoing calls
   go through the fake mesh too.
@@ -43,6 +47,7 @@ import anyio.from_thread
 import anyio.to_thread
 import httpx
 
+from .._core.limits import retry_after_header
 from .._core.policy import ClientPolicy
 from .._core.records import (
     InstanceRecord,
@@ -54,6 +59,7 @@ from .._core.records import (
 )
 from .._core.table import Instance, RoutingTable
 from .._core.templates import parse_template
+from .._enforce import CALLER_HEADER
 from .._errors import ConfigError, RegistryUnavailable
 from ..registry.memory import MemoryRegistry
 
@@ -135,6 +141,7 @@ class _Replica:
     record: InstanceRecord
     key: str
     alive: bool = True
+    enforcer: Any = None  # the limits its routes declare, on the mesh's clock (made lazily)
 
 
 class ServiceStub:
@@ -553,6 +560,43 @@ class FakeMesh:
             )
         )
 
+    def _limit(
+        self, replica: _Replica, request: httpx.Request
+    ) -> tuple[httpx.Response | None, Any]:
+        """The limits the replica's routes declare, as a member enforces them (per calling
+        service, the rate shared by the service's live replicas), on the mesh's clock:
+        ``(429 response, None)``, or ``(None, gate to release when the call is over)``."""
+        if replica.kind == "stub":
+            return None, None
+        enforcer = replica.enforcer
+        if enforcer is None:
+            from .._enforce import Enforcer
+
+            service = replica.service
+
+            def live() -> int:
+                return sum(len(i.records) for i in self.table.instances(service) if i.serving)
+
+            record = replica.record
+            enforcer = replica.enforcer = Enforcer(
+                service, lambda: record.routes, routing=record.routing, instances=live,
+                clock=self.clock,
+            )  # fmt: skip
+        wait, gate = enforcer.admit(
+            request.method,
+            request.url.raw_path.decode("latin-1").split("?", 1)[0],
+            request.headers.get(CALLER_HEADER),
+            "fake-client",
+        )
+        if wait > 0.0:
+            self._record(replica, request, 429, None)
+            return httpx.Response(
+                429,
+                headers={"retry-after": retry_after_header(wait)},
+                text="too many requests: this route's limit is reached (fake mesh)\n",
+            ), None
+        return None, gate
+
     def _before(self, replica: _Replica, request: httpx.Request) -> httpx.Response | None:
         """Apply faults; a canned response, None to go on, or raise the injected error."""
         if not replica.alive:
@@ -655,11 +699,17 @@ class _SyncInstance(httpx.BaseTransport):
         canned = mesh._before(replica, request)
         if canned is not None:
             return canned
+        refused, gate = mesh._limit(replica, request)
+        if refused is not None:
+            return refused
         try:
             response = self._dispatch(request)
         except Exception as exc:  # a stub's side effect, an app that raised: still a call
             mesh._record(replica, request, None, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            if gate is not None:
+                gate.release()
         mesh._record(replica, request, response.status_code, None)
         return response
 
@@ -697,11 +747,17 @@ class _AsyncInstance(httpx.AsyncBaseTransport):
         canned = mesh._before(replica, request)
         if canned is not None:
             return canned
+        refused, gate = mesh._limit(replica, request)
+        if refused is not None:
+            return refused
         try:
             status, headers, content = await self._dispatch(request)
         except Exception as exc:  # a stub's side effect, an app that raised: still a call
             mesh._record(replica, request, None, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            if gate is not None:
+                gate.release()
         mesh._record(replica, request, status, None)
         return httpx.Response(status, headers=headers, content=content)
 
@@ -764,6 +820,13 @@ def _published(got: Any) -> Published:
     return got if isinstance(got, Published) else Published(tuple(got))
 
 
+def _disable_enforcer(mesh: Any) -> None:
+    """The fake mesh enforces the app's limits itself, on its clock: not the app's middleware."""
+    enforcer = getattr(mesh, "enforcer", None)
+    if enforcer is not None:
+        enforcer.disable()
+
+
 def _introspect(app: Any) -> tuple[str, Published, Routing, str]:
     """``(kind, routes and shadows, routing, framework)`` of an app, as the integrations read it."""
     flask = sys.modules.get("flask")
@@ -771,6 +834,7 @@ def _introspect(app: Any) -> tuple[str, Published, Routing, str]:
         mesh = app.extensions.get("meshware")
         if mesh is not None and mesh.member is not None:
             mesh.member.disable()
+            _disable_enforcer(mesh)
             return "wsgi", _published(mesh.member._routes()), "specificity", "flask"
         from ..integrations._flask_routes import flask_published
 
@@ -785,6 +849,7 @@ def _introspect(app: Any) -> tuple[str, Published, Routing, str]:
             mesh = getattr(state, "meshware", None) if state is not None else None
             if mesh is not None and mesh.member is not None:
                 mesh.member.disable()
+                _disable_enforcer(mesh)
                 return "asgi", _published(mesh.member._routes()), "ordered", "starlette"
             from ..integrations._starlette_routes import starlette_published
 

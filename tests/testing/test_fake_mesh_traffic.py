@@ -7,8 +7,13 @@ from collections import Counter
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 import meshware
+from meshware.integrations.starlette import Mesh as StarletteMesh
 from meshware.testing import FakeMesh, MeshClock
 
 from .apps import make_users
@@ -86,3 +91,48 @@ def test_a_service_shedding_everything_gets_at_most_half_the_attempts_after_two_
     assert isinstance(last, httpx.TransportError)
     assert last.service == "users"
     assert received <= 0.5 * made, (received, made)
+
+
+def limited_app() -> Starlette:
+    @meshware.rate_limit("2/s", burst=1)
+    async def login(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @meshware.concurrency_limit(1)
+    async def report(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("report")
+
+    app = Starlette(routes=[Route("/login", login), Route("/report", report)])
+    StarletteMesh(app, service="auth")  # its own middleware stands down in the fake mesh
+    return app
+
+
+def test_the_fake_mesh_enforces_declared_limits_on_its_clock() -> None:
+    clock = MeshClock()
+    exact = meshware.ClientPolicy(throttle_k=0, retries=0)  # what the member answers, as is
+    with FakeMesh(clock=clock, seed=1, policy=exact) as mesh:
+        mesh.add("auth", limited_app(), replicas=1)
+        noisy = {"X-Meshware-Caller": "noisy"}
+        with mesh.client() as client:
+            got = [client.get("/login", headers=noisy).status_code for _ in range(4)]
+            assert got == [200, 200, 429, 429]  # the burst, then 429
+            r = client.get("/login", headers=noisy)
+            assert r.headers["retry-after"] == "1"
+            assert client.get("/login", headers={"X-Meshware-Caller": "quiet"}).status_code == 200
+            clock.advance(1.0)  # the fake clock refills the bucket: nobody waits
+            assert client.get("/login", headers=noisy).status_code == 200
+            assert client.get("/report").status_code == 200  # gates are released after a call
+            assert client.get("/report").status_code == 200
+        assert [c.status for c in mesh.calls_to("auth")].count(429) == 3
+
+
+def test_a_429_with_retry_after_is_retried_after_it_on_the_fake_clock() -> None:
+    clock = MeshClock()
+    with FakeMesh(clock=clock, seed=1) as mesh:
+        mesh.add("auth", limited_app(), replicas=1)
+        with mesh.client() as client:
+            assert client.get("/login").status_code == 200
+            assert client.get("/login").status_code == 200
+            start = clock()
+            assert client.get("/login").status_code == 200  # 429, Retry-After: 1, then 200
+            assert clock() - start >= 1.0
