@@ -371,9 +371,20 @@ def resolve(
 @main.command()
 @click.option("--port", default=2379, show_default=True, help="Client port on 127.0.0.1.")
 @click.option("--data-dir", default=None, help="Keep etcd's data here (default: a temporary dir).")
-def dev(port: int, data_dir: str | None) -> None:
+@click.option(
+    "--cluster",
+    "size",
+    default=1,
+    type=click.IntRange(1, 7),
+    help="Run a cluster of this many members (free loopback ports) instead of one etcd.",
+)
+def dev(port: int, data_dir: str | None, size: int) -> None:
     """Run a local etcd for development, until Ctrl-C."""
     from .testing.etcd import EtcdServer
+
+    if size > 1:
+        _dev_cluster(size, data_dir)
+        return
 
     another = f"pick another with --port, e.g. meshware dev --port {port + 1}"
     if not _port_free(port):
@@ -404,6 +415,31 @@ def dev(port: int, data_dir: str | None) -> None:
         pass
     finally:
         server.stop()
+
+
+def _dev_cluster(size: int, data_dir: str | None) -> None:
+    from .testing.etcd import EtcdCluster
+
+    if data_dir is not None:
+        raise click.UsageError("--cluster keeps its data in temporary directories (no --data-dir)")
+    cluster = EtcdCluster(size)
+    try:
+        cluster.start()
+    except (OSError, RuntimeError, MeshError) as exc:
+        click.echo(f"error: could not start the etcd cluster: {exc}", err=True)
+        sys.exit(3)
+    for member in cluster.members:
+        click.echo(f"etcd member {member.name}: {member.endpoint} (pid {member.pid})")
+    click.echo(f"export MESHWARE_ETCD_ENDPOINTS={cluster.endpoint}")
+    click.echo("Ctrl-C to stop.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
 
 
 def _port_free(port: int) -> bool:

@@ -133,6 +133,11 @@ class Failover:
         """``url`` answered: stick to it."""
         self._current = self.urls.index(url)
 
+    def failed(self, url: str) -> None:
+        """``url`` stopped answering: if calls go to it first, try the next one first."""
+        if self.urls[self._current] == url:
+            self._current = (self._current + 1) % len(self.urls)
+
     def unavailable(self, failures: Sequence[tuple[str, str]]) -> RegistryUnavailable:
         """The error once every endpoint failed; ``failures`` is ``(endpoint, why)`` pairs."""
         tried = "; ".join(f"{url}: {why}" for url, why in failures)

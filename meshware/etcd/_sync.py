@@ -62,6 +62,19 @@ class EtcdClient:
         options = s.client_options(read_timeout=read_timeout if stream else s.timeout)
         return httpx.Client(transport=transport, **options)
 
+    def avoid(self, endpoint: str) -> None:
+        """``endpoint`` stopped answering (a hung member): try the next one first from now on."""
+        self._settings.failover.failed(endpoint)
+
+    def probe(self, endpoint: str, timeout: float) -> bool:
+        """Whether the etcd process at ``endpoint`` answers anything within ``timeout``."""
+        with self._new_http() as http:
+            try:
+                http.post(f"{endpoint}/v3/maintenance/status", json={}, timeout=timeout)
+            except httpx.HTTPError:
+                return False
+        return True
+
     @property
     def endpoints(self) -> tuple[str, ...]:
         """The configured endpoints."""

@@ -11,10 +11,18 @@ its name and peer URLs), and a watch resumed at the old revision would wait, sil
 revision far in the future. So each watch checks etcd's first answer: a current revision
 below the one it resumes from, or a cluster id other than the last snapshot's, raises
 :class:`~meshware.RegistryReset`, and the watcher re-lists.
+
+**A hung member.** A watch stream on a member that stopped answering (SIGSTOPped, wedged)
+stays open and silent: its TCP peer is the kernel. With several endpoints, each watch probes
+the member it streams from every :data:`WATCH_PROBE_INTERVAL` seconds; a member that does not
+answer within the client's timeout (at most 1 s) is avoided from then on and the stream is
+closed, so the watcher resumes on another member at once, missing nothing.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -26,10 +34,13 @@ from ..etcd import EtcdClient, KeyValue, TLSConfig
 
 __all__ = ["EtcdRegistry"]
 
+log = logging.getLogger("meshware.registry")
+
 # A watch stream with no traffic for this long ends quietly and is re-opened from the same
 # revision, so a silently dead connection (a partition, not a refused connection) is noticed
 # within this time; etcd's own progress notifications come only every 10 minutes.
 WATCH_IDLE_TIMEOUT = 30.0
+WATCH_PROBE_INTERVAL = 1.0
 
 
 class EtcdRegistry:
@@ -99,6 +110,7 @@ class _EtcdWatch:
     def __init__(self, registry: EtcdRegistry, prefix: str, start_revision: int) -> None:
         self._registry = registry
         self._start = start_revision
+        self._done = threading.Event()
         self._stream = registry.client.watch_prefix(
             prefix,
             start_revision=start_revision or None,
@@ -112,11 +124,14 @@ class _EtcdWatch:
             if isinstance(exc.__cause__, httpx.ReadTimeout):
                 return  # idle for watch_idle_timeout: end quietly, the caller watches again
             raise
+        finally:
+            self._done.set()  # the member probe stops with the stream
 
     def _batches(self) -> Iterator[list[Update]]:
         for response in self._stream:
             if response.created:
                 self._check_history(response.revision, response.cluster_id)
+                self._watch_the_member()
             batch: list[Update] = []
             for event in response.events:
                 kv = event.kv
@@ -139,7 +154,32 @@ class _EtcdWatch:
                 "an empty data directory?); re-listing"
             )
 
+    def _watch_the_member(self) -> None:
+        client = self._registry.client
+        if len(client.endpoints) < 2 or self._done.is_set():
+            return  # nowhere else to go
+        endpoint = client.current_endpoint
+        threading.Thread(
+            target=self._probe, args=(endpoint,), name="meshware-watch-probe", daemon=True
+        ).start()
+
+    def _probe(self, endpoint: str) -> None:
+        client = self._registry.client
+        timeout = min(1.0, client._settings.timeout)
+        while not self._done.wait(WATCH_PROBE_INTERVAL):
+            if not client.probe(endpoint, timeout):
+                if self._done.is_set():
+                    return
+                log.warning(
+                    "etcd member %s stopped answering; moving the mesh watch to another member",
+                    endpoint,
+                )
+                client.avoid(endpoint)
+                self._stream.close()
+                return
+
     def close(self) -> None:
+        self._done.set()
         self._stream.close()
 
 

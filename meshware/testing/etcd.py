@@ -52,7 +52,13 @@ from typing import Self
 
 import httpx
 
-__all__ = ["EtcdServer", "EtcdServerError", "find_etcd_binary", "find_etcdctl_binary"]
+__all__ = [
+    "EtcdCluster",
+    "EtcdServer",
+    "EtcdServerError",
+    "find_etcd_binary",
+    "find_etcdctl_binary",
+]
 
 _STARTUP_TIMEOUT = 10.0
 _STOP_TIMEOUT = 2.0
@@ -191,6 +197,7 @@ class EtcdServer:
         client_cert_auth: bool = False,
         startup_timeout: float = _STARTUP_TIMEOUT,
         name: str = "meshware-test",
+        initial_cluster: str | None = None,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ValueError("EtcdServer: give both cert_file and key_file, or neither")
@@ -211,6 +218,10 @@ class EtcdServer:
         self._startup_timeout = startup_timeout
         self.name = f"{name}-{uuid.uuid4().hex[:12]}"
         """The etcd member name (random, so the readiness probe knows its own member)."""
+        self.initial_cluster = initial_cluster
+        """``name=peer-url,...`` of every member when this one is part of an :class:`EtcdCluster`."""
+        self.cluster_state = "new"
+        """``new``, or ``existing`` for a member added to a running cluster."""
         self.member_id: int | None = None
         """etcd's id of the member, once started."""
         self._state_dir: Path | None = None  # temp dir we created (holds data/ and etcd.log)
@@ -223,6 +234,13 @@ class EtcdServer:
     def scheme(self) -> str:
         """``https`` when the client port uses TLS, else ``http``."""
         return "https" if self._cert_file else "http"
+
+    @property
+    def peer_url(self) -> str:
+        """The peer URL, ``http://127.0.0.1:PORT`` (raises before ports are picked)."""
+        if self._peer_port is None:
+            raise EtcdServerError("EtcdServer has no peer port yet: call start() first")
+        return f"http://127.0.0.1:{self._peer_port}"
 
     @property
     def client_port(self) -> int:
@@ -352,8 +370,8 @@ class EtcdServer:
             f"--advertise-client-urls={client_url}",
             f"--listen-peer-urls={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster={self.name}={peer_url}",
-            "--initial-cluster-state=new",
+            f"--initial-cluster={self.initial_cluster or f'{self.name}={peer_url}'}",
+            f"--initial-cluster-state={self.cluster_state}",
             "--heartbeat-interval=10",
             "--election-timeout=100",
             "--log-outputs=stderr",
@@ -546,3 +564,157 @@ class _PortTaken(Exception):
     def __init__(self, port: int) -> None:
         super().__init__(port)
         self.port = port
+
+
+class EtcdCluster:
+    """A real etcd cluster of ``size`` members on free loopback ports, owned by this process.
+
+    ``endpoints`` lists every member's client URL (give them all to meshware:
+    ``MESHWARE_ETCD_ENDPOINTS``, comma-separated: :attr:`endpoint`). For drills:
+    :meth:`leader`, :meth:`kill` (SIGKILL), :meth:`pause` / :meth:`resume` (SIGSTOP / SIGCONT),
+    :meth:`start_member` (the same member again, with its data) and :meth:`replace_member` (the
+    member wiped and added back as a new one, as etcd requires: ``member remove``, ``member
+    add``, then a start with ``--initial-cluster-state=existing`` and an empty data directory).
+    """
+
+    def __init__(self, size: int = 3, *, binary: str | None = None, extra_args: Sequence[str] = ()):
+        if size < 1:
+            raise ValueError("EtcdCluster: size must be at least 1")
+        ports: set[int] = set()
+        while len(ports) < 2 * size:
+            ports.add(_free_port())
+        picked = sorted(ports)
+        token = uuid.uuid4().hex[:8]
+        self.members = [
+            EtcdServer(
+                client_port=picked[2 * i],
+                peer_port=picked[2 * i + 1],
+                binary=binary,
+                extra_args=[f"--initial-cluster-token=meshware-{token}", *extra_args],
+                name=f"meshware-{token}-{i}",
+            )
+            for i in range(size)
+        ]
+        initial = ",".join(
+            f"{m.name}=http://127.0.0.1:{picked[2 * i + 1]}" for i, m in enumerate(self.members)
+        )
+        for m in self.members:
+            m.initial_cluster = initial
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every member's client URL."""
+        return [m.endpoint for m in self.members]
+
+    @property
+    def endpoint(self) -> str:
+        """Every member's client URL, comma-separated (for ``MESHWARE_ETCD_ENDPOINTS``)."""
+        return ",".join(self.endpoints)
+
+    def start(self) -> Self:
+        """Start every member at once (a member is ready only once a quorum is up)."""
+        errors: list[BaseException] = []
+
+        def run(member: EtcdServer) -> None:
+            try:
+                member.start()
+            except BaseException as exc:  # reported below, in the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(m,)) for m in self.members]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.stop()
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop every member and remove their data."""
+        for m in self.members:
+            with contextlib.suppress(Exception):
+                m.stop()
+
+    def leader(self, timeout: float = 10.0) -> EtcdServer:
+        """The member that leads now (waits for an election)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.members:
+                if not m.running:
+                    continue
+                try:
+                    with httpx.Client(timeout=0.5, trust_env=False) as http:
+                        answer = http.post(f"{m.endpoint}/v3/maintenance/status", json={}).json()
+                    leader = int(answer.get("leader", 0))
+                except (httpx.HTTPError, ValueError):
+                    continue
+                for candidate in self.members:
+                    if candidate.member_id == leader and candidate.running:
+                        return candidate
+            if time.monotonic() > deadline:
+                raise EtcdServerError(f"no etcd leader elected within {timeout} s")
+            time.sleep(0.02)
+
+    def kill(self, member: EtcdServer) -> None:
+        """SIGKILL one member (its data stays for :meth:`start_member`)."""
+        member.kill()
+
+    def pause(self, member: EtcdServer) -> None:
+        """SIGSTOP one member."""
+        if member.pid is not None:
+            os.kill(member.pid, signal.SIGSTOP)
+
+    def resume(self, member: EtcdServer) -> None:
+        """SIGCONT one member."""
+        if member.pid is not None:
+            os.kill(member.pid, signal.SIGCONT)
+
+    def start_member(self, member: EtcdServer) -> None:
+        """Start a stopped or killed member again with its data."""
+        member.start()
+
+    def replace_member(self, member: EtcdServer) -> None:
+        """Wipe ``member`` and add it back to the cluster as a new member with an empty data
+        directory (``member remove``, ``member add``, start with ``existing`` state)."""
+        others = [m for m in self.members if m is not member and m.running]
+        if not others:
+            raise EtcdServerError("replace_member needs another running member")
+        old_id = member.member_id
+        member.stop()  # removes its data directory
+        with httpx.Client(timeout=5.0, trust_env=False) as http:
+            via = others[0].endpoint
+            if old_id is not None:
+                http.post(
+                    f"{via}/v3/cluster/member/remove", json={"ID": str(old_id)}
+                ).raise_for_status()
+            # etcd refuses to add a member until every member has been connected for 5 s
+            # ("unhealthy cluster", --strict-reconfig-check): try again meanwhile
+            deadline = time.monotonic() + 15
+            while True:
+                added = http.post(
+                    f"{via}/v3/cluster/member/add", json={"peerURLs": [member.peer_url]}
+                )
+                if added.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            added.raise_for_status()
+            listed = added.json().get("members", [])
+        names = {int(m["ID"]): m.get("name") or member.name for m in listed}
+        member.initial_cluster = ",".join(
+            f"{name}={u}"
+            for mid, name in names.items()
+            for u in next(m["peerURLs"] for m in listed if int(m["ID"]) == mid)
+        )
+        member.cluster_state = "existing"
+        member.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<EtcdCluster {self.endpoint}>"

@@ -102,9 +102,11 @@ def test_members_register_with_their_role_and_readers_read_everything(etcd: Etcd
             etcd_password="readpw",
         ) as view:
             view.wait_for(lambda t: "users" in t.services)
-        with EtcdClient(etcd.endpoint, username="meshware-reader", password="readpw") as reader:
-            with pytest.raises(EtcdAuthError):
-                reader.put(instance_key(PREFIX, "users", "x2"), record("users"))
+        with (
+            EtcdClient(etcd.endpoint, username="meshware-reader", password="readpw") as reader,
+            pytest.raises(EtcdAuthError),
+        ):
+            reader.put(instance_key(PREFIX, "users", "x2"), record("users"))
     finally:
         member.stop()
     with EtcdClient(etcd.endpoint, username="users", password="upw") as users:
