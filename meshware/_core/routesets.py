@@ -30,7 +30,10 @@ untouched, a schema-2 record is joined with its route set. A record whose set is
 partial, too big, does not match its digest or does not parse is not routable and carries the
 reason (the view logs it once); it costs that record only, and it becomes routable as soon as
 its set is complete and valid. A set is verified and decoded once per service and digest; every
-instance that uses it shares the same decoded routes (the same tuple object).
+instance that uses it shares the same decoded routes (the same tuple object). Once verified, a
+set stays in use while records name it, even if its keys disappear (a stalled etcd expiring
+every lease at once, a set being published again) or are overwritten: the digest pins the
+content, so this is static stability at no risk (a reader that starts afresh verifies again).
 
 Garbage collection: the chunks of a set live under a lease of their own (see
 :mod:`meshware._routesets_writer`) that every instance using the set keeps alive; when the last
@@ -216,8 +219,9 @@ class _Set:
     """The chunks of one route set present in the registry, and what they decode to.
 
     Until the set is verified, ``raw`` holds each chunk's bytes. Once verified (size, digest,
-    decoding), only each chunk's SHA-256 is kept (``good``) with the decoded fields: a chunk
-    put again with the same bytes changes nothing, other bytes under the digest are refused.
+    decoding), only each chunk's SHA-256 is kept (``good``) with the decoded fields, which stay
+    in use while records name the set: the digest pins the content, so chunks deleted or
+    overwritten later change nothing for this reader.
     """
 
     __slots__ = ("failed", "good", "hashes", "raw", "size", "values")
@@ -229,6 +233,12 @@ class _Set:
         self.values: dict[str, Any] | None = None  # decoded set fields, once verified
         self.size = 0  # bytes of the verified content
         self.failed: dict[tuple[int, int], str] = {}  # (chunks, size) -> why it does not verify
+
+    def emptied(self) -> _Set:
+        """The same verified set with no chunk known to be present (before a re-list)."""
+        fresh = _Set()
+        fresh.good, fresh.values, fresh.size = self.good, self.values, self.size
+        return fresh
 
 
 class Assembler:
@@ -265,7 +275,8 @@ class Assembler:
     # ------------------------------------------------------------------ updates
 
     def _reset(self, update: Reset) -> Reset:
-        self._sets.clear()
+        # verified sets are kept (their content is pinned by the digest), their chunks forgotten
+        self._sets = {where: rs.emptied() for where, rs in self._sets.items() if rs.good}
         self._members.clear()
         self._users.clear()
         for entry in update.entries:
@@ -276,6 +287,8 @@ class Assembler:
             if entry.key.startswith(self._sets_base):
                 continue
             out.append(self._record(entry))
+        for where in [w for w, rs in self._sets.items() if not rs.raw and w not in self._users]:
+            del self._sets[where]
         return Reset(tuple(out), update.revision)
 
     def _upsert(self, update: Upsert) -> list[Update]:
@@ -423,19 +436,22 @@ class Assembler:
     def _values(self, rs: _Set, member: _Member) -> dict[str, Any] | str:
         """The set's decoded fields for ``member``'s reference, or why there are none."""
         ref = member.ref
-        if rs.good is not None and ref.chunks != len(rs.good):
-            return f"the record says {ref.chunks} chunks, the set has {len(rs.good)}"
+        if rs.good is not None:
+            # Verified once: the digest pins the content, so the decoded set stays valid even
+            # while its keys are gone (expired under a stalled etcd, being published again) or
+            # were overwritten with other bytes (static stability; new readers verify afresh).
+            assert rs.values is not None
+            if ref.chunks != len(rs.good):
+                return f"the record says {ref.chunks} chunks, the set has {len(rs.good)}"
+            if rs.size != ref.size:
+                return f"the set is {rs.size} bytes, the record says {ref.size}"
+            return rs.values
         for i in range(ref.chunks):
             chunk = rs.raw.get(i)
             if chunk is None:
                 return f"chunk {i} of {ref.chunks} is missing (waiting for it)"
             if isinstance(chunk, str):
                 return chunk
-        if rs.good is not None:
-            assert rs.values is not None
-            if rs.size != ref.size:
-                return f"the set is {rs.size} bytes, the record says {ref.size}"
-            return rs.values
         failed = rs.failed.get((ref.chunks, ref.size))
         if failed is not None:
             return failed

@@ -147,13 +147,30 @@ def test_a_record_waits_for_its_set_then_routes_when_it_arrives() -> None:
     assert feed.table.resolve("GET", "/users/1").service == "users"
 
 
-def test_a_set_that_disappears_makes_its_records_wait_until_it_is_back() -> None:
+def test_a_verified_set_that_disappears_keeps_its_records_routing() -> None:
+    """Its lease expired under a stalled etcd, or it is being published again: the digest
+    pins the content, so the records that name it keep routing (static stability)."""
     feed = Feed()
     rs = feed.publish(rec())
-    feed.delete(rs.keys(PREFIX)[0])  # its lease expired while an instance still names it
-    assert "users" not in feed.table.services
-    feed.put_set(rs)  # the instance publishes it again
+    feed.delete(rs.keys(PREFIX)[0])
     assert feed.table.resolve("GET", "/users/1").service == "users"
+    feed.apply(Reset(tuple(Entry(k, v, 1, 1) for k, v in feed.kv.items()), feed.revision))
+    assert feed.table.resolve("GET", "/users/1").service == "users"  # a re-list too
+    fresh = Feed()  # a reader that never saw the set waits for it
+    fresh.revision = feed.revision
+    fresh.apply(Reset(tuple(Entry(k, v, 1, 1) for k, v in feed.kv.items()), feed.revision))
+    assert "waits for its route set" in fresh.table.rejected[instance_key(PREFIX, "users", "1")]
+    fresh.put_set(rs)  # the instance publishes it again
+    assert fresh.table.resolve("GET", "/users/1").service == "users"
+
+
+def test_a_set_nobody_names_is_forgotten_once_its_keys_are_gone() -> None:
+    feed = Feed()
+    rs = feed.publish(rec())
+    feed.delete(instance_key(PREFIX, "users", "1"))
+    assert feed.assembler.routesets == 1  # its keys are still there
+    feed.delete(rs.keys(PREFIX)[0])
+    assert feed.assembler.routesets == 0
 
 
 def test_putting_the_same_chunk_again_changes_nothing() -> None:
@@ -263,14 +280,16 @@ def test_a_record_cannot_name_a_set_stored_under_another_service() -> None:
     assert feed.table.services == ("admin",)
 
 
-def test_a_chunk_changed_after_verification_is_refused_until_put_right() -> None:
+def test_a_chunk_changed_after_verification_changes_nothing_but_new_readers_refuse_it() -> None:
     feed = Feed()
     rs = feed.publish(rec())
     feed.put(rs.keys(PREFIX)[0], rs.chunks[0].replace(b"/users", b"/admin"))
-    assert "does not match" in feed.table.rejected[instance_key(PREFIX, "users", "1")]
-    feed.put(rs.keys(PREFIX)[0], rs.chunks[0])
     assert feed.table.rejected == {}
     assert feed.table.resolve("GET", "/users/1").service == "users"
+    fresh = Feed()
+    fresh.apply(Reset(tuple(Entry(k, v, 1, 1) for k, v in feed.kv.items()), feed.revision))
+    assert "does not match" in fresh.table.rejected[instance_key(PREFIX, "users", "1")]
+    assert fresh.table.services == ()
 
 
 def test_an_oversized_chunk_is_named_in_the_warning() -> None:

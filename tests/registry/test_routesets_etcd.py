@@ -195,17 +195,24 @@ def test_no_route_set_is_left_after_50_deploys(registry: EtcdRegistry, mesh_pref
         time.sleep(0.2)
 
 
-def test_a_set_whose_lease_is_lost_is_published_again(
-    registry: EtcdRegistry, mesh_prefix: str
+def test_a_set_whose_lease_is_lost_is_published_again_and_views_keep_routing(
+    etcd_server: Any, registry: EtcdRegistry, mesh_prefix: str
 ) -> None:
     r = Registrar(registry, record("users", "u1", routes(3)), prefix=mesh_prefix, ttl=5)
     assert r.start()
     assert r.routeset is not None
-    (lease,) = r.routeset.leases
-    registry.revoke(lease)  # the set's lease is gone (etcd restarted empty, an operator...)
-    assert not set_digests(registry, mesh_prefix)
-    r.routeset.refresh(force=True)
-    assert set_digests(registry, mesh_prefix) == {r.routeset.routeset.digest}
+    with MeshView(EtcdRegistry(EtcdClient(etcd_server.endpoint)), mesh_prefix) as view:
+        view.wait_for(lambda t: "users" in t.services)
+        (lease,) = r.routeset.leases
+        registry.revoke(lease)  # the set's lease is gone (a stalled etcd, an operator...)
+        assert not set_digests(registry, mesh_prefix)
+        marker = record("marker", "m1", routes(1, "m"))
+        registry.put(instance_key(mesh_prefix, "marker", "m1"), marker.encode())
+        view.wait_for(lambda t: "marker" in t.services)  # the view has seen the set go
+        assert view.resolve("GET", "/api/r0/n1/3/items").service == "users"  # still routes
+        r.routeset.refresh(force=True)
+        assert set_digests(registry, mesh_prefix) == {r.routeset.routeset.digest}
+        assert view.table.rejected == {}
     r.withdraw()
 
 
@@ -274,11 +281,11 @@ def test_a_hostile_set_is_skipped_with_one_warning_and_costs_only_its_record(
     ):
         registry.put(instance_key(mesh_prefix, "users", "evil"), encode_record(fake, rs))
         view.wait_for(lambda t: instance_key(mesh_prefix, "users", "evil") in t.rejected)
-        registry.put(
+        revision = registry.put(
             instance_key(mesh_prefix, "users", "evil"),
             encode_record(fake.with_state("draining"), rs),
         )
-        view.wait_for(lambda t: t.revision >= registry.client.status().revision)
+        view.wait_for(lambda t: t.revision >= revision)  # the second put was read too
         assert view.table.services == ("orders",)
     warnings = [r.getMessage() for r in caplog.records if "evil" in r.getMessage()]
     assert len(warnings) == 1, warnings
