@@ -592,6 +592,13 @@ def edge() -> None:
     type=float,
     help="Seconds to let changes settle (--watch).",
 )
+@click.option(
+    "--edges",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Edges sharing each route's rate limit, this one enforcing 1/N (default: the edges "
+    "registered in etcd, at least 1; with --watch it registers and counts itself).",
+)
 @click.option("--prefix", default=None, help="Key prefix (default: $MESHWARE_PREFIX or /meshware).")
 @click.option(
     "--etcd", "etcd", default=None, help="etcd endpoints (default: $MESHWARE_ETCD_ENDPOINTS)."
@@ -611,6 +618,7 @@ def edge_nginx(
     check: bool,
     reload_cmd: str | None,
     debounce: float,
+    edges: int | None,
     prefix: str | None,
     etcd: str | None,
 ) -> None:
@@ -655,12 +663,15 @@ def edge_nginx(
             validate(text, nginx=nginx_bin, standalone=options.standalone)
 
     if not watch:
-        table = _load_table(etcd, prefix)
+        table, traffic = _load(etcd, prefix)
+        weight_of, n = traffic.weight_of, edges or traffic.edges
         try:  # a record nginx refuses is left out (a warning names it), the rest goes on
             if check:
-                text = render_checked(table, options, checked, host_ok=host_resolves)
+                text = render_checked(
+                    table, options, checked, host_ok=host_resolves, weight_of=weight_of, edges=n
+                )
             else:
-                text = render(table, options, host_ok=host_resolves)
+                text = render(table, options, host_ok=host_resolves, weight_of=weight_of, edges=n)
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -674,6 +685,8 @@ def edge_nginx(
         return
     if out is None:
         raise click.UsageError("--watch needs --out FILE (the configuration nginx reads)")
+    if edges is not None:
+        raise click.UsageError("--edges is for one-shot renders: --watch counts the live edges")
     target = Path(out).resolve()
     if reload_cmd:
         command = shlex.split(reload_cmd)

@@ -113,7 +113,8 @@ class AdaptiveThrottle:
 
     def admit(self, now: float, rng: random.Random) -> bool:
         """May an attempt go now? A refusal is counted as a request."""
-        i = self._roll(now)
+        tick = int(now / self._width)
+        i = tick % self.buckets if tick == self._epoch else self._roll(now)
         excess = self.requests - self.k * self.accepts
         if (
             excess <= 0
@@ -127,7 +128,8 @@ class AdaptiveThrottle:
 
     def record(self, now: float, accepted: bool) -> None:
         """An attempt got an answer: ``accepted`` unless it was an overload signal."""
-        i = self._roll(now)
+        tick = int(now / self._width)
+        i = tick % self.buckets if tick == self._epoch else self._roll(now)
         self._req[i] += 1
         self.requests += 1
         if accepted:
