@@ -414,3 +414,18 @@ def test_every_field_the_set_decides_reaches_every_instance() -> None:
     records = [r for _, r in feed.table.records()]
     assert [r.routing for r in records] == ["ordered", "ordered"]
     assert records[0].routes is records[1].routes
+
+
+def test_shadows_travel_in_the_route_set_and_reach_every_instance() -> None:
+    from meshware._core.records import Shadow
+
+    shadow = Shadow(RouteSpec("/static/{p:path}", ("GET",)), before=0, reason="static")
+    record = rec(shadows=(shadow,))
+    rs = encode_routeset(record)
+    assert "shadows" in json.loads(b"".join(rs.chunks))
+    assert "shadows" not in json.loads(encode_record(record, rs))
+    feed = Feed()
+    feed.put_set(rs)
+    feed.put_record(record, rs)
+    feed.put_record(rec(iid="2", shadows=(shadow,)), rs)
+    assert [r.shadows for _, r in feed.table.records()] == [(shadow,), (shadow,)]
