@@ -28,7 +28,7 @@ from .._core.table import Route, RoutingTable
 from .._core.templates import Template, parse_template
 from .._errors import ConfigError
 
-__all__ = ["PublicRoute", "Rewrite", "public_routes", "refuse_target"]
+__all__ = ["Guard", "PublicRoute", "Rewrite", "public_routes", "refuse_target"]
 
 _SERVICE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -87,6 +87,16 @@ class Rewrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Guard:
+    """Paths (``regex``, a full match over the public path) a public route must not serve for
+    ``methods`` (``("*",)``: any), because ``what`` takes them in the app's own dispatch."""
+
+    regex: str
+    methods: tuple[str, ...]
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
 class PublicRoute:
     """One route the edge exposes: its public template, methods, and where it goes."""
 
@@ -95,6 +105,8 @@ class PublicRoute:
     methods: tuple[str, ...]  # ("*",) for any
     rewrite: Rewrite | None
     instances: tuple[str, ...] = ()  # URLs of the serving instances that declare the route
+    guards: tuple[Guard, ...] = ()  # what earlier routes take from it (edge/dispatch.py)
+    location: str = ""  # the regex of its public paths as nginx runs it (edge/dispatch.py)
 
     @property
     def service(self) -> str:
