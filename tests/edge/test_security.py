@@ -60,6 +60,18 @@ CORPUS: list[tuple[str, bytes]] = [
     ("CONNECT", b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n" + H + b"\r\n"),
     ("garbage method", b"G\x01T /users/1 HTTP/1.1\r\n" + H + b"\r\n"),
     ("HTTP/0.9", b"GET /admin\r\n"),
+    ("unknown HTTP version", b"GET /admin HTTP/9.9\r\n" + H + b"\r\n"),
+    ("HTTP/2 request line", b"GET /users/1 HTTP/2.0\r\n" + H + b"\r\n"),
+    ("version without a number", b"GET /users/1 HTTP/\r\n" + H + b"\r\n"),
+    ("lowercase version", b"GET /users/1 http/1.1\r\n" + H + b"\r\n"),
+    (
+        "chunked body too large",
+        b"POST /users HTTP/1.1\r\n"
+        + H
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + (b"8000\r\n" + b"x" * 0x8000 + b"\r\n") * 3,
+    ),
+    ("bare LF lines", b"GET /admin HTTP/1.1\n" + H.replace(b"\r\n", b"\n") + b"\n"),
     (
         "CL.TE smuggling",
         b"POST /users HTTP/1.1\r\n"
@@ -112,6 +124,8 @@ def test_hostile_requests_never_reach_private_routes_nor_get_5xx(
     status, data = raw(edge, request_bytes)
     assert b"PRIVATE" not in data, data[:300]
     assert not 500 <= status < 600, data[:300]
+    # every request gets an answer (nginx answers HTTP/0.9 in HTTP/0.9: a body, no status line)
+    assert status or b"400 Bad Request" in data, data[:300]
     for line in data.split(b"\r\n"):  # pipelined/smuggled second answers too
         if line.startswith(b"HTTP/1."):
             assert not line.split(b" ")[1].startswith(b"5"), data[:300]
