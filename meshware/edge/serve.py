@@ -41,7 +41,9 @@ __all__ = ["GuardedH11", "ProxyLimits", "uvicorn_config"]
 
 log = logging.getLogger("meshware.proxy")
 
-_RESERVED_FDS = 64  # listening socket, upstream connections, etcd, logs
+_BACKLOG = 128  # asyncio accepts up to this many at once, before any is answered or closed
+_LINGER = 1.0  # seconds a refused connection waits for the client to close first
+_RESERVED_FDS = _BACKLOG + 64  # a burst of accepts; listening socket, upstreams, etcd, logs
 _REQUEST_LINE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ ]+ HTTP/1\.[0-9]\r?$")
 
 
@@ -97,6 +99,7 @@ class GuardedH11(H11Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._line = b""  # the start of the current request head, until its first line is in
         self._line_checked = False
+        self._refused = False
         self._head_size = 0  # bytes of the current request head so far
         self._head_done = False
         self._tail = b""
@@ -115,12 +118,22 @@ class GuardedH11(H11Protocol):
         super().connection_lost(exc)
 
     def _refuse(self, status: int, reason: str, text: str, extra: str = "") -> None:
+        """Answer and close. The close waits for the client (at most ``_LINGER`` s, our side
+        shut first): closing with its unread bytes in the buffer would send a reset, and the
+        client could lose the answer. Over the limit by more than a burst: at once."""
         self._disarm()
-        if not self.transport.is_closing():
-            started = self.cycle is not None and self.cycle.response_started
-            if not started:
-                self.transport.write(_raw_answer(status, reason, text, extra))
+        self._refused = True
+        if self.transport.is_closing():
+            return
+        started = self.cycle is not None and self.cycle.response_started
+        if not started:
+            self.transport.write(_raw_answer(status, reason, text, extra))
+        crowded = len(self.connections) > self.max_connections + _BACKLOG // 4
+        if crowded or not self.transport.can_write_eof():
             self.transport.close()
+            return
+        self.transport.write_eof()
+        self._timer = self.loop.call_later(_LINGER, self.transport.close)
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -147,6 +160,8 @@ class GuardedH11(H11Protocol):
     # -- data ---------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered and closing: what still comes is dropped
+            return
         if self.conn.their_state is h11.IDLE and not self._check_head(data):
             return
         super().data_received(data)
@@ -234,5 +249,5 @@ def uvicorn_config(app: Any, host: str, port: int, limits: ProxyLimits | None = 
         date_header=False,
         timeout_keep_alive=int(lim.keepalive_timeout) or 1,
         h11_max_incomplete_event_size=lim.max_header_bytes,
-        backlog=min(2048, lim.max_connections),
+        backlog=_BACKLOG,
     )
