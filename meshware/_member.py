@@ -351,11 +351,17 @@ class Member:
         lost = []
         for c in table.conflicts():
             losers = {r.service for r in c.losers}
+            overlap = getattr(c, "kind", "same") == "overlap"
             if record.service in losers:
-                lost.append(f"{c.method} {c.shape} (held by {c.winner.service})")
+                how = f"paths taken by {c.winner.service}'s" if overlap else "held by"
+                held = (
+                    f"{how} {c.winner.template.text}" if overlap else f"held by {c.winner.service}"
+                )
+                lost.append(f"{c.method} {c.shape} ({held})")
             elif c.winner.service == record.service and _conflict_key(c) not in before:
                 others = ", ".join(sorted(losers - {record.service}))
-                lost.append(f"{c.method} {c.shape} (would take it from {others})")
+                what = "would take paths of" if overlap else "would take it from"
+                lost.append(f"{c.method} {c.winner.template.text} ({what} {others})")
         return lost
 
     def check_strict(self) -> None:
@@ -553,7 +559,8 @@ def _werkzeug_role(wait: float) -> str | None:
 
 
 def _conflict_key(c: Any) -> tuple[Any, ...]:
-    return (c.method, c.shape, c.winner.service, tuple(sorted({r.service for r in c.losers})))
+    losers = tuple(sorted({r.service for r in c.losers}))
+    return (getattr(c, "kind", "same"), c.method, c.shape, c.winner.service, losers)
 
 
 def _safe(text: str) -> str:

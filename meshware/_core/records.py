@@ -204,9 +204,7 @@ class Published(tuple[RouteSpec, ...]):
 
     shadows: tuple[Shadow, ...]
 
-    def __new__(
-        cls, routes: Iterable[RouteSpec] = (), shadows: Iterable[Shadow] = ()
-    ) -> Published:
+    def __new__(cls, routes: Iterable[RouteSpec] = (), shadows: Iterable[Shadow] = ()) -> Published:
         self = super().__new__(cls, routes)
         self.shadows = tuple(shadows)
         return self
