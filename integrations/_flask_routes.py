@@ -193,12 +193,23 @@ def _rule_specs(
     if not rule.websocket:
         methods = sorted(rule.methods) if rule.methods else ("*",)
     if static or base_marks.get("exclude"):
-        spec = RouteSpec(template, tuple(methods), name=name, kind=kind, host=host, weights=weights)
+        spec = RouteSpec(
+            template,
+            tuple(methods),
+            name=name,
+            kind=kind,
+            host=host,
+            weights=weights,
+            strict_slashes=bool(rule.strict_slashes),
+        )
         return [], [(spec, "static" if static else "excluded")]
     marks = _method_marks(view, base_marks)
     specs = specs_for(template, methods, name=name, kind=kind, host=host, marks=marks)
-    if weights is not None:
-        specs = [dataclasses.replace(s, weights=weights) for s in specs]
+    if weights is not None or not rule.strict_slashes:
+        specs = [
+            dataclasses.replace(s, weights=weights, strict_slashes=bool(rule.strict_slashes))
+            for s in specs
+        ]
     published = [s for s in specs if selection.selects(s.template, s.name)]
     hidden: list[tuple[RouteSpec, ShadowReason]] = [
         (

@@ -75,6 +75,7 @@ class Entry(Protocol):
     clean: bool
     direct: bool
     websocket: bool
+    strict_slashes: bool
 
     @property
     def host(self) -> str | None: ...
@@ -666,7 +667,8 @@ def _wz_walk(
                         and not rule.websocket
                         and host_ok(rule.host, host)
                     ):
-                        return rule, values, True  # strict_slashes: the app redirects to path/
+                        # strict_slashes: the app redirects to path/; else it serves path
+                        return rule, values, rule.strict_slashes
             continue
         if k == -1:
             stack.append((state, ss, i, values, 0))
@@ -696,4 +698,17 @@ def _wz_walk(
                 stack.append((state, ss, i, values, k))
                 stack.append((dchild, ss, i + 1, values + mm.groups(), -1))
                 break
+        else:
+            if i == m - 1 and ss[i] == "":
+                # only a trailing slash is left: rules without strict_slashes match here
+                for rule in state.rules:
+                    if rule.strict_slashes or (
+                        rule.host is not None and not host_ok(rule.host, host)
+                    ):
+                        continue
+                    ms = rule.methods
+                    if method in ms or ANY_METHOD in ms:
+                        return rule, values, False
+                    if allowed is not None:
+                        allowed.update(ms)
     return None

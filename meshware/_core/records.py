@@ -135,6 +135,8 @@ class RouteSpec:
     the edges; :mod:`meshware._core.limits`). ``weights`` are werkzeug's converter weights, one per parameter, published only when one differs from the
     default of its canonical converter (``int``/``float`` 50, ``path`` 200, others 100): they
     order a werkzeug app's overlapping rules (see :mod:`meshware._core.matcher`).
+    ``strict_slashes=False`` is werkzeug's: the rule also matches with or without its trailing
+    ``/`` (no redirect).
     """
 
     template: str
@@ -148,6 +150,7 @@ class RouteSpec:
     retries: int | None = None
     limits: RouteLimits | None = None
     weights: tuple[int, ...] | None = None
+    strict_slashes: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The route as a JSON-ready dict (only non-default optional fields)."""
@@ -170,6 +173,8 @@ class RouteSpec:
             out["limits"] = self.limits.to_json()
         if self.weights is not None:
             out["weights"] = list(self.weights)
+        if not self.strict_slashes:
+            out["strict_slashes"] = False
         return out
 
 
@@ -642,6 +647,9 @@ def _route_from_json(key: str, index: int, raw: object, *, where: str = "") -> R
         )
     ):
         raise BadRecord(key, f"{where}.weights must be a list of whole numbers 0-10000")
+    strict_slashes = raw.get("strict_slashes", True)
+    if not isinstance(strict_slashes, bool):
+        raise BadRecord(key, f"{where}.strict_slashes must be true or false")
     return RouteSpec(
         template=template,
         methods=tuple(sorted(set(methods))),
@@ -654,6 +662,7 @@ def _route_from_json(key: str, index: int, raw: object, *, where: str = "") -> R
         retries=retries,
         limits=limits,
         weights=tuple(weights) if weights is not None else None,
+        strict_slashes=strict_slashes,
     )
 
 

@@ -189,6 +189,10 @@ class Route:
         return self.spec.kind == "websocket"
 
     @property
+    def strict_slashes(self) -> bool:
+        return self.spec.strict_slashes
+
+    @property
     def any_method(self) -> bool:
         return ANY_METHOD in self.methods
 

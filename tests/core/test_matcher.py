@@ -29,6 +29,7 @@ class E:
     weights: tuple[int, ...] | None = None
     clean: bool = False
     websocket: bool = False
+    strict_slashes: bool = True
     shadows: tuple[Any, ...] = ()
     template: Template = field(init=False)
 
@@ -115,6 +116,12 @@ def test_werkzeug_path_with_a_trailing_slash_is_suffixed() -> None:
     m = matcher("specificity", "/d/{p:path}/")
     assert pick(m, "/d/x/y/") == ("/d/{p:path}/", ("x/y",), False)
     assert pick(m, "/d/x/y") == ("/d/{p:path}/", ("x/y",), True)
+
+
+def test_werkzeug_rules_without_strict_slashes_match_both_forms() -> None:
+    m = matcher("specificity", E("/e/{x}/", strict_slashes=False), "/{p:path}")
+    assert pick(m, "/e/a") == ("/e/{x}/", ("a",), False)  # no redirect
+    assert pick(m, "/e/a//") == ("/e/{x}/", ("a",), False)  # a last "/" left over
 
 
 def test_werkzeug_drops_leading_slashes() -> None:

@@ -232,7 +232,7 @@ PATH_PIECES = ["a", "b", "ab", "42", "٣", "3.5", "x.json", "é", "", "v3", UUID
 
 
 @st.composite
-def flask_rules(draw: st.DrawFn) -> list[tuple[str, tuple[str, ...]]]:
+def flask_rules(draw: st.DrawFn) -> list[tuple[str, tuple[str, ...], bool]]:
     rules = []
     for _ in range(draw(st.integers(1, 8))):
         segs = draw(st.lists(st.sampled_from(RULE_SEGMENTS), min_size=1, max_size=4))
@@ -242,7 +242,7 @@ def flask_rules(draw: st.DrawFn) -> list[tuple[str, tuple[str, ...]]]:
             for s in segs
         )
         methods = tuple(draw(st.sets(st.sampled_from(["GET", "POST"]), min_size=1)))
-        rules.append((text, methods))
+        rules.append((text, methods, draw(st.integers(0, 4)) > 0))  # strict_slashes
     return rules
 
 
@@ -255,10 +255,12 @@ PATHS_HARD = st.lists(st.sampled_from(PATH_PIECES), min_size=1, max_size=5).map(
 )
 
 
-def _flask_app(rules: list[tuple[str, tuple[str, ...]]]) -> Flask:
+def _flask_app(rules: list[tuple[str, tuple[str, ...], bool]]) -> Flask:
     app = Flask(__name__)
-    for i, (rule, methods) in enumerate(rules):
-        app.add_url_rule(rule, f"r{i}", lambda **kw: "", methods=list(methods))
+    for i, (rule, methods, strict) in enumerate(rules):
+        app.add_url_rule(
+            rule, f"r{i}", lambda **kw: "", methods=list(methods), strict_slashes=strict
+        )
     return app
 
 
@@ -296,7 +298,7 @@ def _compare(theirs_at: Any, ours_at: Any, method: str, path: str) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(flask_rules(), st.lists(st.tuples(METHODS, PATHS_HARD), min_size=1, max_size=8))
 def test_random_flask_apps_route_as_werkzeug_does(
-    rules: list[tuple[str, tuple[str, ...]]], requests: list[tuple[str, str]]
+    rules: list[tuple[str, tuple[str, ...], bool]], requests: list[tuple[str, str]]
 ) -> None:
     app = _flask_app(rules)
     adapter = app.url_map.bind("localhost")
