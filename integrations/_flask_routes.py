@@ -28,7 +28,9 @@ werkzeug                                  published
                                           never starts with ``/``: the canonical one may be)
 ``<any(a, b):name>``                      ``{name:re:(?:a|b)}`` (items escaped)
 custom ``BaseConverter``                  ``{name:re:REGEX}`` with the converter's regex
-custom, ``part_isolating = False``        ``{name:path}`` and a warning (it can match ``/``)
+custom, ``part_isolating = False``        ``{name:path}`` with the converter's regex in
+                                          ``patterns`` (the app's matcher runs it when it can
+                                          in linear time; else a warning: ``path`` matches more)
 ========================================  ==================================================
 
 Regexes are carried with every ``/`` written ``\\x2f`` (the canonical form refuses a ``/`` in
@@ -200,14 +202,18 @@ def _rule_specs(
             kind=kind,
             host=host,
             weights=weights,
+            patterns=_patterns(rule, text),
             strict_slashes=bool(rule.strict_slashes),
         )
         return [], [(spec, "static" if static else "excluded")]
     marks = _method_marks(view, base_marks)
     specs = specs_for(template, methods, name=name, kind=kind, host=host, marks=marks)
-    if weights is not None or not rule.strict_slashes:
+    patterns = _patterns(rule, text)
+    if weights is not None or patterns is not None or not rule.strict_slashes:
         specs = [
-            dataclasses.replace(s, weights=weights, strict_slashes=bool(rule.strict_slashes))
+            dataclasses.replace(
+                s, weights=weights, patterns=patterns, strict_slashes=bool(rule.strict_slashes)
+            )
             for s in specs
         ]
     published = [s for s in specs if selection.selects(s.template, s.name)]
@@ -326,6 +332,16 @@ def _subdomain_matches(rule: Rule, subdomain: str, value: str) -> bool:
 
 def _pieces(rule: Rule, text: str, where: str) -> list[Piece]:
     return _pieces_and_weights(rule, text, where)[0]
+
+
+def _patterns(rule: Rule, text: str) -> tuple[str | None, ...] | None:
+    """The regexes of custom converters published as ``path`` (``part_isolating = False``)."""
+    out: list[str | None] = []
+    for m in _VARIABLE.finditer(text):
+        converter = _converter(rule, m)
+        custom = not converter.part_isolating and type(converter) is not PathConverter
+        out.append(str(converter.regex) if custom else None)
+    return tuple(out) if any(p is not None for p in out) else None
 
 
 _CANONICAL_WEIGHTS = {"int": 50, "float": 50, "path": 200}

@@ -89,15 +89,27 @@ class Part:
 
     __slots__ = ("final", "fullmatch", "key", "ngroups", "regex", "suffixed", "weight")
 
-    def __init__(self, regex: str, final: bool, suffixed: bool, weight: tuple[Any, ...], n: int):
+    def __init__(
+        self,
+        regex: str,
+        final: bool,
+        suffixed: bool,
+        weight: tuple[Any, ...],
+        n: int,
+        checks: tuple[tuple[int, Callable[[str, str], bool]], ...] = (),
+    ):
         self.regex = regex
         self.final = final
         self.suffixed = suffixed
         self.weight = weight
         self.ngroups = n
-        self.key = (regex, final, suffixed, weight)
+        self.key = (regex, final, suffixed, weight, tuple(c for _, c in checks))
         plain = compile_fullmatch(regex)  # linear time: re when safe, else RE2
-        self.fullmatch: Callable[[str], MatchLike | None] = _suffixed(plain) if suffixed else plain
+        if suffixed:
+            plain = _suffixed(plain)
+        self.fullmatch: Callable[[str], MatchLike | None] = (
+            _checked(plain, checks) if checks else plain
+        )
 
     def __repr__(self) -> str:
         return f"Part({self.regex!r}, final={self.final})"
@@ -111,6 +123,112 @@ class _Groups:
 
     def groups(self) -> tuple[Any, ...]:
         return self._groups
+
+
+def _checked(
+    plain: Callable[[str], MatchLike | None],
+    checks: tuple[tuple[int, Callable[[str, str], bool]], ...],
+) -> Callable[[str], MatchLike | None]:
+    """``plain``, and the look-arounds peeled off custom regexes checked on their values."""
+
+    def fullmatch(text: str) -> MatchLike | None:
+        m = plain(text)
+        if m is None:
+            return None
+        groups = m.groups()
+        for index, ok in checks:
+            value = groups[index] or ""
+            # a look-ahead sees past the value: when the value opens the text, give it all
+            if not ok(text if index == 0 and text.startswith(value) else value, value):
+                return None
+        return m
+
+    return fullmatch
+
+
+_LOOK = re.compile(r"\(\?(<?)([!=])")
+
+
+def _group_end(regex: str, start: int) -> int:
+    """The index after the group opening at ``regex[start] == "("`` (escapes, classes)."""
+    depth = 0
+    i = start
+    in_class = False
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ValueError("unbalanced group")
+
+
+def _ahead(rx: re.Pattern[str], negate: bool) -> Callable[[str, str], bool]:
+    def check(text: str, value: str) -> bool:
+        return (rx.match(text) is None) == negate
+
+    return check
+
+
+def _behind(rx: re.Pattern[str], negate: bool) -> Callable[[str, str], bool]:
+    def check(text: str, value: str) -> bool:
+        return (rx.search(value) is None) == negate
+
+    return check
+
+
+@lru_cache(maxsize=4096)
+def custom_path_regex(pattern: str) -> tuple[str, tuple[Callable[[str, str], bool], ...]] | None:
+    """A custom ``path`` converter's regex as a core run in linear time, and value checks.
+
+    Leading look-aheads (``(?!v1/|v2/)...``) and trailing look-behinds (``...(?<!auth)``) are
+    peeled off and checked on the value with ``re`` (they must be backtracking-safe); the core
+    must compile with :func:`~.regex.compile_fullmatch`. ``None``: it cannot be run safely
+    (the route then matches what ``path`` matches).
+    """
+    from .regex import backtracking_safe
+    from .templates import _noncapturing
+
+    checks: list[Callable[[str, str], bool]] = []
+    core = pattern
+    try:
+        while (m := _LOOK.match(core)) is not None and not m.group(1):
+            end = _group_end(core, 0)
+            body, negate = core[3 : end - 1], m.group(2) == "!"
+            if not backtracking_safe(body):
+                return None
+            ahead = re.compile(body)
+            checks.append(_ahead(ahead, negate))
+            core = core[end:]
+        while core.endswith(")"):
+            starts = [
+                i for i, c in enumerate(core) if c == "(" and _group_end(core, i) == len(core)
+            ]
+            m = _LOOK.match(core, starts[0]) if starts else None
+            if m is None or not m.group(1):
+                break
+            start = starts[0]
+            body, negate = core[start + 4 : -1], m.group(2) == "!"
+            if not backtracking_safe(body):
+                return None
+            behind = re.compile("(?:" + body + r")\Z")
+            checks.append(_behind(behind, negate))
+            core = core[:start]
+        core = _noncapturing(core)
+        compile_fullmatch("(" + core + ")")
+    except (ValueError, re.error):
+        return None
+    return core, tuple(checks)
 
 
 def _suffixed(plain: Callable[[str], MatchLike | None]) -> Callable[[str], MatchLike | None]:
@@ -152,7 +270,10 @@ def _weighting(statics: list[int], args: list[int]) -> tuple[Any, ...]:
 
 @lru_cache(maxsize=65536)
 def template_parts(
-    text: str, flavor: str, weights: tuple[int, ...] | None = None
+    text: str,
+    flavor: str,
+    weights: tuple[int, ...] | None = None,
+    patterns: tuple[str | None, ...] | None = None,
 ) -> tuple[str | Part, ...]:
     """A valid template's transitions: ``str`` for a static segment, :class:`Part` otherwise.
 
@@ -172,15 +293,17 @@ def template_parts(
             out.append("".join(pieces))  # type: ignore[arg-type]
             k += 1
             continue
-        regex, seg_statics, seg_args, index = _pieces_regex(pieces, flavor, weights, index)
+        regex, seg_statics, seg_args, index, _ = _pieces_regex(pieces, flavor, weights, index, None)
         out.append(Part(regex, False, False, _weighting(seg_statics, seg_args), len(seg_args)))
         k += 1
     if k < len(segments):
         regexes: list[str] = []
         statics: list[int] = []
         args: list[int] = []
+        checks: list[tuple[int, Callable[[str, str], bool]]] = []
         for pieces in segments[k:]:
-            regex, st, ar, index = _pieces_regex(pieces, flavor, weights, index)
+            regex, st, ar, index, found = _pieces_regex(pieces, flavor, weights, index, patterns)
+            checks += [(len(args) + i, c) for i, c in found]
             regexes.append(regex)
             statics += st
             args += ar
@@ -188,30 +311,43 @@ def template_parts(
         suffixed = flavor == WERKZEUG and regex.endswith("/")
         if suffixed:
             regex = regex[:-1]  # the trailing "/" is optional: see _suffixed
-        out.append(Part(regex, True, suffixed, _weighting(statics, args), len(args)))
+        out.append(Part(regex, True, suffixed, _weighting(statics, args), len(args), tuple(checks)))
         if suffixed:
             out.append("")
     return tuple(out)
 
 
 def _pieces_regex(
-    pieces: Sequence[str | Param], flavor: str, weights: tuple[int, ...] | None, index: int
-) -> tuple[str, list[int], list[int], int]:
+    pieces: Sequence[str | Param],
+    flavor: str,
+    weights: tuple[int, ...] | None,
+    index: int,
+    patterns: tuple[str | None, ...] | None,
+) -> tuple[str, list[int], list[int], int, list[tuple[int, Callable[[str, str], bool]]]]:
     regex: list[str] = []
     statics: list[int] = []
     args: list[int] = []
+    checks: list[tuple[int, Callable[[str, str], bool]]] = []
     for piece in pieces:
         if isinstance(piece, str):
             regex.append(re.escape(piece))
             statics.append(len(piece))
+            continue
+        custom = None
+        if patterns is not None and index < len(patterns) and piece.converter == "path":
+            pattern = patterns[index]
+            custom = custom_path_regex(pattern) if pattern is not None else None
+        if custom is not None:
+            regex.append("(" + custom[0] + ")")
+            checks += [(len(args), c) for c in custom[1]]
         else:
             regex.append("(" + _param_regex(piece, flavor) + ")")
-            if weights is not None and index < len(weights):
-                args.append(weights[index])
-            else:
-                args.append(_DEFAULT_WEIGHTS.get(piece.converter, 100))
-            index += 1
-    return "".join(regex), statics, args, index
+        if weights is not None and index < len(weights):
+            args.append(weights[index])
+        else:
+            args.append(_DEFAULT_WEIGHTS.get(piece.converter, 100))
+        index += 1
+    return "".join(regex), statics, args, index, checks
 
 
 @lru_cache(maxsize=65536)
@@ -289,12 +425,19 @@ class ServiceMatcher:
         if flavor == STARLETTE:
             self._mark_clean()
         for entry in self.entries:
-            direct = (flavor == WERKZEUG or entry.clean) and not entry.shadow and entry.host is None
+            direct = (
+                (flavor == WERKZEUG or entry.clean)
+                and not entry.shadow
+                and entry.host is None
+                and not entry.websocket
+            )
             object.__setattr__(entry, "direct", direct)
 
     def _add(self, entry: Any) -> None:
         state = self.root
-        for part in self.parts_of(entry.template.text, getattr(entry, "weights", None)):
+        for part in self.parts_of(
+            entry.template.text, getattr(entry, "weights", None), getattr(entry, "patterns", None)
+        ):
             if isinstance(part, str):
                 nxt = state.static.get(part)
                 if nxt is None:
@@ -310,8 +453,15 @@ class ServiceMatcher:
             state = nxt
         state.rules.append(entry)
 
-    def parts_of(self, text: str, weights: tuple[int, ...] | None = None) -> tuple[str | Part, ...]:
-        return template_parts(text, self.flavor, weights if self.flavor == WERKZEUG else None)
+    def parts_of(
+        self,
+        text: str,
+        weights: tuple[int, ...] | None = None,
+        patterns: tuple[str | None, ...] | None = None,
+    ) -> tuple[str | Part, ...]:
+        if self.flavor != WERKZEUG:
+            return template_parts(text, self.flavor)
+        return template_parts(text, self.flavor, weights, patterns)
 
     # ------------------------------------------------------------------ matching
 
@@ -358,33 +508,46 @@ class ServiceMatcher:
         return None
 
     def match(
-        self, method: str, path: str, host: str | None, allowed: set[str] | None
+        self,
+        method: str,
+        path: str,
+        host: str | None,
+        allowed: set[str] | None,
+        websocket: bool = False,
     ) -> Found | None:
-        """The entry the app dispatches ``method path`` to (``path`` decoded, no query)."""
+        """The entry the app dispatches ``method path`` to (``path`` decoded, no query).
+
+        ``websocket``: a WebSocket handshake, which only WebSocket routes (and mounts) take; an
+        HTTP request never reaches a WebSocket route, in either framework.
+        """
         if self.flavor == WERKZEUG:
-            return self._werkzeug(method, path, host, allowed)
+            return self._werkzeug(method, path, host, allowed, websocket)
+        if websocket:
+            return self._starlette_full(method, path, host, allowed, True)
         return self._starlette(method, path, host, allowed)
 
     # -- werkzeug
 
     def _werkzeug(
-        self, method: str, path: str, host: str | None, allowed: set[str] | None
+        self, method: str, path: str, host: str | None, allowed: set[str] | None, ws: bool
     ) -> Found | None:
         if path[:2] == "//":
             path = "/" + path.lstrip("/")  # MapAdapter.match drops leading slashes
         segs = path.split("/")
-        first = _first(self.root, segs)  # the search's first find, without backtracking
+        first = None if ws else _first(self.root, segs)  # the search's first find, no backtracking
         if first is not None:
             for rule in first[0]:
                 ms = rule.methods
-                if (method in ms or ANY_METHOD in ms) and (
-                    rule.host is None or host_ok(rule.host, host)
+                if (
+                    (method in ms or ANY_METHOD in ms)
+                    and not rule.websocket
+                    and (rule.host is None or host_ok(rule.host, host))
                 ):
                     return rule, first[1], False
-        found = _wz_walk(self.root, segs, method, host, allowed)
+        found = _wz_walk(self.root, segs, method, host, allowed, ws)
         if found is None and "//" in path:
             merged = re.sub("/{2,}", "/", path)
-            found = _wz_walk(self.root, merged.split("/"), method, host, allowed)
+            found = _wz_walk(self.root, merged.split("/"), method, host, allowed, ws)
             if found is not None:
                 return found[0], found[1], True
         return found
@@ -399,8 +562,10 @@ class ServiceMatcher:
             if first is not None:
                 for entry in first[0]:
                     ms = entry.methods
-                    if (method in ms or ANY_METHOD in ms) and (
-                        entry.host is None or host_ok(entry.host, host)
+                    if (
+                        (method in ms or ANY_METHOD in ms)
+                        and not entry.websocket
+                        and (entry.host is None or host_ok(entry.host, host))
                     ):
                         if entry.clean:
                             return entry, first[1], False
@@ -422,12 +587,19 @@ class ServiceMatcher:
         return found
 
     def _starlette_full(
-        self, method: str, path: str, host: str | None, allowed: set[str] | None
+        self,
+        method: str,
+        path: str,
+        host: str | None,
+        allowed: set[str] | None,
+        ws: bool = False,
     ) -> Found | None:
         partial: set[str] = set()
         for entry, values in self._candidates(path):
             if entry.host is not None and not host_ok(entry.host, host):
                 continue
+            if entry.websocket != ws and not (entry.shadow and entry.reason == "mount"):
+                continue  # a Route takes HTTP only, a WebSocketRoute WebSockets only
             ms = entry.methods
             if method not in ms and ANY_METHOD not in ms:
                 partial.update(ms)  # Match.PARTIAL: a 405 unless a later route matches fully
@@ -435,7 +607,7 @@ class ServiceMatcher:
             if not (entry.shadow and entry.reason == "mount"):
                 return entry, values, False
             # a mount: its sub-app answers, with 405, its own slash redirect, or 404 (the barrier)
-            if not partial and path != entry.template.static_prefix:
+            if not partial and not ws and path != entry.template.static_prefix:
                 got = self._slash_redirect(method, path, host, entry.order)
                 if isinstance(got, set):
                     partial = got
@@ -445,7 +617,7 @@ class ServiceMatcher:
                 return entry, values, False
             break
         else:
-            if not partial and path != "/":
+            if not partial and not ws and path != "/":  # redirect_slashes: HTTP only
                 got = self._slash_redirect(method, path, host, None)
                 if not isinstance(got, set):
                     return got
@@ -537,7 +709,9 @@ class ServiceMatcher:
             return (entry.order,)
         key: list[Any] = []
         state = self.root
-        for part in self.parts_of(entry.template.text, getattr(entry, "weights", None)):
+        for part in self.parts_of(
+            entry.template.text, getattr(entry, "weights", None), getattr(entry, "patterns", None)
+        ):
             if isinstance(part, str):
                 key.append(-1)
                 state = state.static[part]
@@ -639,7 +813,12 @@ def _all(root: _State, segs: list[str]) -> list[tuple[Any, tuple[str, ...]]]:
 
 
 def _wz_walk(
-    root: _State, segs: list[str], method: str, host: str | None, allowed: set[str] | None
+    root: _State,
+    segs: list[str],
+    method: str,
+    host: str | None,
+    allowed: set[str] | None,
+    ws: bool = False,
 ) -> Found | None:
     """werkzeug's ``StateMachineMatcher.match`` ``_match``, as a loop over an explicit stack."""
     len(segs)
@@ -652,8 +831,8 @@ def _wz_walk(
         if i == m:
             for rule in state.rules:
                 ms = rule.methods
-                if rule.host is not None and not host_ok(rule.host, host):
-                    continue
+                if rule.websocket != ws or (rule.host is not None and not host_ok(rule.host, host)):
+                    continue  # werkzeug: a WebSocket rule only matches a WebSocket request
                 if method in ms or ANY_METHOD in ms:
                     return rule, values, False
                 if allowed is not None:
@@ -664,7 +843,7 @@ def _wz_walk(
                     ms = rule.methods
                     if (
                         (method in ms or ANY_METHOD in ms)
-                        and not rule.websocket
+                        and rule.websocket == ws
                         and host_ok(rule.host, host)
                     ):
                         # strict_slashes: the app redirects to path/; else it serves path
@@ -702,8 +881,10 @@ def _wz_walk(
             if i == m - 1 and ss[i] == "":
                 # only a trailing slash is left: rules without strict_slashes match here
                 for rule in state.rules:
-                    if rule.strict_slashes or (
-                        rule.host is not None and not host_ok(rule.host, host)
+                    if (
+                        rule.strict_slashes
+                        or rule.websocket != ws
+                        or (rule.host is not None and not host_ok(rule.host, host))
                     ):
                         continue
                     ms = rule.methods

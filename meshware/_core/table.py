@@ -189,6 +189,10 @@ class Route:
         return self.spec.kind == "websocket"
 
     @property
+    def patterns(self) -> tuple[str | None, ...] | None:
+        return self.spec.patterns
+
+    @property
     def strict_slashes(self) -> bool:
         return self.spec.strict_slashes
 
@@ -390,7 +394,9 @@ class RoutingTable:
 
     # ------------------------------------------------------------------ reading
 
-    def resolve(self, method: str, path: str, *, host: str | None = None) -> Resolution:
+    def resolve(
+        self, method: str, path: str, *, host: str | None = None, websocket: bool = False
+    ) -> Resolution:
         """Resolve a method and path to a route and its instances.
 
         ``path`` is the request path as sent (percent-encoded is fine; a query string is
@@ -406,7 +412,7 @@ class RoutingTable:
         method = method.upper()
         if "?" in path or "%" in path or path[:1] != "/":
             path = _clean_path(path)
-        if host is None and path[:2] != "//":
+        if host is None and not websocket and path[:2] != "//":
             segs = path.split("/")
             matcher = self._fast.get(segs[1])
             if matcher is not None:
@@ -428,7 +434,7 @@ class RoutingTable:
                         (route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS)),
                     )
         names = self._candidates(path)
-        found = self._lookup(method, path, host, names)
+        found = self._lookup(method, path, host, names, websocket)
         if isinstance(found, Resolution):
             return found
         if isinstance(found, Shadowed):
@@ -442,7 +448,7 @@ class RoutingTable:
         raise NoRouteError(method, path, allowed=found)
 
     def lookup(
-        self, method: str, path: str, *, host: str | None = None
+        self, method: str, path: str, *, host: str | None = None, websocket: bool = False
     ) -> Resolution | Shadowed | tuple[str, ...]:
         """One exact lookup: a :class:`Resolution`, a :class:`Shadowed` (the app serves the path
         with a route it does not publish: never forward it), or the methods that would match
@@ -450,17 +456,17 @@ class RoutingTable:
         method = method.upper()
         if "?" in path or "%" in path or path[:1] != "/":
             path = _clean_path(path)
-        return self._lookup(method, path, host, self._candidates(path))
+        return self._lookup(method, path, host, self._candidates(path), websocket)
 
     def match(
-        self, method: str, path: str, *, host: str | None = None
+        self, method: str, path: str, *, host: str | None = None, websocket: bool = False
     ) -> Resolution | tuple[str, ...]:
         """Like :meth:`resolve`, but returns the allowed methods (maybe empty) instead of raising.
 
         A :class:`Resolution` is a tuple too: test the answer with ``isinstance(x, Resolution)``.
         A shadowed path gives ``()``.
         """
-        found = self.lookup(method, path, host=host)
+        found = self.lookup(method, path, host=host, websocket=websocket)
         return () if isinstance(found, Shadowed) else found
 
     def _candidates(self, path: str) -> tuple[str, ...]:
@@ -470,13 +476,13 @@ class RoutingTable:
         return self._index.get(path[1:] if cut < 0 else path[1:cut], self._wild)
 
     def _lookup(
-        self, method: str, path: str, host: str | None, names: Iterable[str]
+        self, method: str, path: str, host: str | None, names: Iterable[str], ws: bool = False
     ) -> Resolution | Shadowed | tuple[str, ...]:
         best: tuple[Any, ...] | None = None
         key: tuple[Any, ...] | None = None
         services = self._services
         for name in names:
-            got = services[name].matcher.match(method, path, host, None)
+            got = services[name].matcher.match(method, path, host, None, ws)
             if got is not None:
                 k = (got[2], got[0].precedence, got[0].rank)
                 if key is None or k < key:
@@ -484,7 +490,7 @@ class RoutingTable:
         if best is None:
             allowed: set[str] = set()
             for name in names:
-                services[name].matcher.match(method, path, host, allowed)
+                services[name].matcher.match(method, path, host, allowed, ws)
             return tuple(sorted(allowed))
         route: Route = best[0]
         if route.shadow:
@@ -857,16 +863,16 @@ def _build_service(
     # app's order, routes and shadows merged (a shadow comes before ``routes[before]``).
     # A slot is (template, host, method); within one record the first declaration of a slot
     # is the one the app dispatches to (werkzeug's and Starlette's first match).
-    slots: dict[tuple[str, str | None, str], _Slot] = {}
-    shadow_slots: dict[tuple[str, str | None, str], _Slot] = {}
+    slots: dict[tuple[str, str | None, Any, str], _Slot] = {}
+    shadow_slots: dict[tuple[str, str | None, Any, str], _Slot] = {}
     ordered = False
     for entry, record in members:  # oldest first, so the newest wins for spec/order
         ordered = record.routing == "ordered"
         positions = _merged_positions(record)
-        seen: set[tuple[str, str | None, str]] = set()
+        seen: set[tuple[str, str | None, Any, str]] = set()
         for position, spec in enumerate(record.routes):
             for method in spec.methods:
-                key = (spec.template, spec.host, method)
+                key = (spec.template, spec.host, spec.patterns, method)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -879,7 +885,7 @@ def _build_service(
         seen.clear()
         for k, shadow in enumerate(record.shadows):
             for method in shadow.spec.methods:
-                key = (shadow.spec.template, shadow.spec.host, method)
+                key = (shadow.spec.template, shadow.spec.host, shadow.spec.patterns, method)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -890,7 +896,7 @@ def _build_service(
                 slot.order = positions[1][k]
                 slot.reason = shadow.reason
     groups: dict[tuple[str, RouteSpec, tuple[str, ...]], list[tuple[str, _Slot]]] = {}
-    for (text, _host, method), slot in slots.items():
+    for (text, _host, _patterns, method), slot in slots.items():
         assert slot.spec is not None
         claim = (text, dataclasses.replace(slot.spec, methods=()), tuple(slot.urls))
         groups.setdefault(claim, []).append((method, slot))
@@ -903,9 +909,7 @@ def _build_service(
         methods = shared_methods.setdefault(methods, methods)
         first_spec = claims[0][1].spec
         assert first_spec is not None
-        route_id = f"{text} {','.join(sorted(methods))}"
-        if first_spec.host is not None:
-            route_id += f" @{first_spec.host}"
+        route_id = f"{text} {','.join(sorted(methods))}" + _qualifier(first_spec)
         routes[route_id] = Route(
             service=name,
             template=parse_template(text),
@@ -922,7 +926,7 @@ def _build_service(
             eps = shared_endpoints[urls] = Endpoints(all_, tuple(i for i in all_ if i.serving))
         endpoints[route_id] = eps
     shadow_groups: dict[tuple[str, RouteSpec], list[tuple[str, _Slot]]] = {}
-    for (text, _host, method), slot in shadow_slots.items():
+    for (text, _host, _patterns, method), slot in shadow_slots.items():
         assert slot.spec is not None
         shadow_groups.setdefault((text, dataclasses.replace(slot.spec, methods=())), []).append(
             (method, slot)
@@ -941,8 +945,7 @@ def _build_service(
                 rank=(min(slot.rank for _, slot in claims), name),
                 order=min(slot.order for _, slot in claims),
                 ordered=ordered,
-                route_id=f"{text} {','.join(sorted(methods))} shadow"
-                + (f" @{first_spec.host}" if first_spec.host is not None else ""),
+                route_id=f"{text} {','.join(sorted(methods))} shadow" + _qualifier(first_spec),
                 shadow=True,
                 reason=claims[0][1].reason,
             )
@@ -974,6 +977,14 @@ def _build_service(
     return _Service(
         name, routes, endpoints, tuple(instances.values()), tuple(shadows), matcher, firsts
     )
+
+
+def _qualifier(spec: RouteSpec) -> str:
+    """What tells apart routes of one template and methods: their Host, their custom regexes."""
+    out = f" @{spec.host}" if spec.host is not None else ""
+    if spec.patterns is not None:
+        out += " ~" + "|".join(p or "" for p in spec.patterns)
+    return out
 
 
 def _merged_positions(record: InstanceRecord) -> tuple[list[int], list[int]]:

@@ -213,7 +213,10 @@ def classify(app: Answer, mesh: Answer, follow: Callable[[str], Answer]) -> str 
 
 def mesh_answer(table: RoutingTable, probe: Probe, leaf: bool) -> Answer:
     lookup = getattr(table, "lookup", None)  # issue 10's API: Resolution | Shadowed | allowed
-    got = (lookup or table.match)(probe.method, probe.path, host=probe.host)
+    if lookup is not None:  # a WebSocket probe is a handshake: only WebSocket routes take it
+        got = lookup(probe.method, probe.path, host=probe.host, websocket=probe.websocket)
+    else:
+        got = table.match(probe.method, probe.path, host=probe.host)
     if isinstance(got, tuple) and not isinstance(got, Resolution):
         return Answer("405" if got else "404")
     if not isinstance(got, Resolution):  # Shadowed: the app serves it, the mesh must not route it
