@@ -29,6 +29,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import re
 
@@ -151,15 +152,27 @@ def public_order(table: RoutingTable, routes: list[PublicRoute]) -> list[PublicR
     for k, r in enumerate(routes):
         if r.public.params:
             before[k] = {index[e.key] for e in table.preceding(r.route) if e.key in index} - {k}
+    waiting = {k: len(b) for k, b in before.items()}
+    after: dict[int, list[int]] = {}
+    for k, b in before.items():
+        for e in b:
+            after.setdefault(e, []).append(k)
+    ready = [k for k, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
     out: list[PublicRoute] = []
-    done: set[int] = set()
-    pending = list(range(len(routes)))
-    while pending:
-        ready = [k for k in pending if before[k] <= done] or pending[:1]  # a cycle: as given
-        k = ready[0]
+    placed: set[int] = set()
+    while len(out) < len(routes):
+        if not ready:  # a cycle (not expected): the first one left, as given
+            ready = [min(k for k in range(len(routes)) if k not in placed)]
+        k = heapq.heappop(ready)
+        if k in placed:
+            continue
+        placed.add(k)
         out.append(routes[k])
-        done.add(k)
-        pending.remove(k)
+        for n in after.get(k, ()):
+            waiting[n] -= 1
+            if waiting[n] == 0 and n not in placed:
+                heapq.heappush(ready, n)
     return out
 
 

@@ -376,7 +376,7 @@ def _limit_zones(routes: list[PublicRoute], edges: int) -> dict[int, _Limit]:
 def _location(r: PublicRoute, upstream: str, limit: _Limit | None = None) -> list[str]:
     public = r.public
     if public.params:
-        header = f'    location ~ "^{_nginx_regex(r.location or public.regex.pattern)}$" {{'
+        header = f'    location ~ "^{_nginx_regex(r.location or public.pattern)}$" {{'
     else:
         header = f'    location = "{_quoted(public.text)}" {{'
     out = [f"    # {r.service}: {r.route.template.text} {','.join(r.methods)}", header]
@@ -518,7 +518,7 @@ def route_problem(r: PublicRoute) -> str | None:
     if text == BAD_REQUEST_URI:
         return f"{BAD_REQUEST_URI} is the edge's own"
     if r.public.params:
-        if len(_nginx_regex(r.public.regex.pattern).encode("utf-8")) > _TOKEN_MAX:
+        if len(_nginx_regex(r.public.pattern).encode("utf-8")) > _TOKEN_MAX:
             return f"its regex is longer than nginx takes ({_TOKEN_MAX} bytes)"
         for p in r.public.params:  # nginx's PCRE backtracks: a regex from a record must not
             if p.converter == "re" and not backtracking_safe(p.regex):
