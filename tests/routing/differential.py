@@ -784,6 +784,8 @@ def route_probes(route: RouteInfo) -> Iterator[Probe]:
         return
     path = route.fill(values)
     yield probe(path, "valid")
+    if ws:  # a plain HTTP GET on a WebSocket route's path: the app has no HTTP route there
+        yield Probe("GET", path, "http-on-websocket", host=host)
     if not ws:
         for m in methods[1:]:
             yield probe(path, "valid", m)
@@ -836,6 +838,41 @@ def segment_pool(routes: list[RouteInfo]) -> list[str]:
         if seg
     }
     return sorted(static) + [c for c in CANDIDATES if "/" not in c] + ["", "", "ünï"]
+
+
+# Edits a caller's path may carry (name -> edit(path, n)): each keeps the path close to a real one.
+EDITS: dict[str, Callable[[str, int], str]] = {
+    "slash+": lambda p, n: p + "/",
+    "slash-": lambda p, n: p[:-1] if len(p) > 1 and p.endswith("/") else p,
+    "double": lambda p, n: p.replace("/", "//", 1 + n % max(1, p.count("/"))).replace(
+        "//", "/", n % 2
+    ),
+    "empty": lambda p, n: p.rsplit("/", 1)[0] + "//" + p.rsplit("/", 1)[1],
+    "drop-last": lambda p, n: p.rsplit("/", 1)[0] or "/",
+    "extra": lambda p, n: p + "/" + CANDIDATES[n % len(CANDIDATES)],
+    "encode": lambda p, n: _encode_all(p),
+    "non-ascii": lambda p, n: p.rsplit("/", 1)[0] + "/" + NON_ASCII[n % 2],
+}
+
+
+def edit(path: str, steps: Iterable[tuple[str, int]]) -> str:
+    for name, n in steps:
+        path = EDITS[name](path, n)
+    return path if path.startswith("/") else "/" + path
+
+
+def valid_paths(routes: list[RouteInfo]) -> list[str]:
+    return sorted({p.path for r in routes for p in route_probes(r) if p.origin == "valid"})
+
+
+def edited_probes(routes: list[RouteInfo], count: int, seed: int) -> Iterator[Probe]:
+    """Valid paths of the app with one or two random edits (seeded)."""
+    rng = random.Random(seed)
+    valid = valid_paths(routes)
+    names = sorted(EDITS)
+    for _ in range(count if valid else 0):
+        steps = [(rng.choice(names), rng.randrange(50)) for _ in range(rng.randint(1, 2))]
+        yield Probe(rng.choice(("GET", "POST")), edit(rng.choice(valid), steps), "random-edit")
 
 
 def random_probes(routes: list[RouteInfo], count: int, seed: int) -> Iterator[Probe]:
@@ -944,16 +981,18 @@ def probes_for(
 ) -> list[Probe]:
     seen: set[tuple[str, str, str | None, bool]] = set()
     out: list[Probe] = []
-    for probe in [p for r in routes for p in route_probes(r)] + list(
-        random_probes(routes, random_count, seed)
-    ):
+    generated = [p for r in routes for p in route_probes(r)]
+    generated += random_probes(routes, random_count, seed)
+    generated += edited_probes(routes, random_count, seed)
+    for probe in generated:
         key = (probe.method, probe.path, probe.host, probe.websocket)
         if key not in seen and probe.path.startswith("/"):
             seen.add(key)
             out.append(probe)
     if len(out) > cap:  # a deterministic sample; every rule keeps its valid probes
-        keep = [p for p in out if p.origin == "valid"]
-        rest = [p for p in out if p.origin != "valid"]
+        kept_origins = ("valid", "http-on-websocket")
+        keep = [p for p in out if p.origin in kept_origins]
+        rest = [p for p in out if p.origin not in kept_origins]
         rest = random.Random(seed).sample(rest, max(0, cap - len(keep)))
         chosen = {id(p) for p in keep + rest}
         out = [p for p in out if id(p) in chosen]

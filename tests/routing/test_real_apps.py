@@ -125,7 +125,7 @@ def _flask_setup(project: str) -> tuple[Any, RoutingTable, list[str], list[str]]
     app = diff.build_flask(diff.load(project))
     table = diff.mesh_table(project, app, diff.Report(project, "flask", 0, 0))
     routes = diff.flask_route_infos(app)
-    return app, table, diff.segment_pool(routes), _valid_paths(routes)
+    return app, table, diff.segment_pool(routes), diff.valid_paths(routes)
 
 
 @cache
@@ -138,39 +138,14 @@ def _asgi_setup(
         table = diff.mesh_table(project, app, diff.Report(project, data["framework"], 0, 0))
         routes = diff.asgi_route_infos(data)
     hosts = sorted({r.host for r in routes if r.host})
-    return app, table, diff.segment_pool(routes), _valid_paths(routes), [None, *hosts]
-
-
-def _valid_paths(routes: list[diff.RouteInfo]) -> list[str]:
-    return sorted({p.path for r in routes for p in diff.route_probes(r) if p.origin == "valid"})
-
-
-# Edits a caller's path may carry: each keeps the path close to a real one.
-MUTATIONS: dict[str, Any] = {
-    "slash+": lambda p, s: p + "/",
-    "slash-": lambda p, s: p[:-1] if len(p) > 1 and p.endswith("/") else p,
-    "double": lambda p, s: p.replace("/", "//", 1 + s % max(1, p.count("/"))).replace(
-        "//", "/", s % 2
-    ),
-    "empty": lambda p, s: p.rsplit("/", 1)[0] + "//" + p.rsplit("/", 1)[1],
-    "drop-last": lambda p, s: p.rsplit("/", 1)[0] or "/",
-    "extra": lambda p, s: p + "/" + diff.CANDIDATES[s % len(diff.CANDIDATES)],
-    "encode": lambda p, s: diff._encode_all(p),
-    "non-ascii": lambda p, s: p.rsplit("/", 1)[0] + "/" + diff.NON_ASCII[s % 2],
-}
+    return app, table, diff.segment_pool(routes), diff.valid_paths(routes), [None, *hosts]
 
 
 def paths(pool: list[str], valid: list[str]) -> st.SearchStrategy[str]:
     """Mixes of the table's segments, and valid paths of the app with a few edits."""
     mixed = st.lists(st.sampled_from(pool), min_size=1, max_size=6).map(lambda s: "/" + "/".join(s))
-    edits = st.lists(st.tuples(st.sampled_from(sorted(MUTATIONS)), st.integers(0, 50)), max_size=2)
-
-    def edit(base: str, steps: list[tuple[str, int]]) -> str:
-        for name, seed in steps:
-            base = MUTATIONS[name](base, seed)
-        return base if base.startswith("/") else "/" + base
-
-    return st.one_of(mixed, st.builds(edit, st.sampled_from(valid), edits))
+    edits = st.lists(st.tuples(st.sampled_from(sorted(diff.EDITS)), st.integers(0, 50)), max_size=2)
+    return st.one_of(mixed, st.builds(diff.edit, st.sampled_from(valid), edits))
 
 
 RANDOM = settings(
@@ -185,7 +160,10 @@ RANDOM = settings(
 )
 METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE"])
 # quay, ctfd, flaskbb, mealie, writethatbook, devlup-backend, prefect-server and
-# full-stack-fastapi-template failed before the matcher redesign (issue 10)
+# full-stack-fastapi-template failed before the matcher redesign (issue 10). Hypothesis's draws
+# vary with what else ran in the session (the Prefect case was found alone, not after
+# tests/edge); the same kinds of paths, seeded, are also in the deterministic test above
+# (``random`` and ``random-edit`` probes).
 RANDOM_FAILING_TODAY: set[str] = set()
 
 
