@@ -67,6 +67,8 @@ REDIRECTS = (
     "redirect-elsewhere",  # mesh resolves it to another route
     "redirect-refused",  # mesh has no route for it: the caller never gets the app's redirect
     "redirect-dead-end",  # the redirect leads to no route (a 404/405) and mesh refuses: harmless
+    "redirect-to-shadow",  # it leads to a path the app serves unpublished (docs, static) and mesh
+    # refuses it as such
 )
 # Both sides refuse; allowed methods differ (app 405 with methods, mesh 404, or the reverse).
 MINOR = ("allowed-differs",)
@@ -188,7 +190,9 @@ def classify(app: Answer, mesh: Answer, follow: Callable[[str], Answer]) -> str 
     if app.status == "redirect":
         target = follow(app.target)
         if mesh.status != "route":
-            return "redirect-refused" if target.status == "route" else "redirect-dead-end"
+            if target.status != "route":
+                return "redirect-dead-end"
+            return "redirect-to-shadow" if target.shadow else "redirect-refused"
         if target.status == "route" and target.route == mesh.route:
             return "redirect-agrees"
         return "redirect-elsewhere"

@@ -63,6 +63,7 @@ def test_the_app_dispatches_the_valid_path_of_nearly_every_rule(project: str) ->
 A, B = diff.Answer("route", "a"), diff.Answer("route", "b")
 NOT_FOUND, NOT_ALLOWED = diff.Answer("404"), diff.Answer("405")
 STATIC = diff.Answer("route", "static", shadow=True)
+SHADOWED = diff.Answer("shadowed", "static")
 
 
 @pytest.mark.parametrize(
@@ -81,6 +82,7 @@ STATIC = diff.Answer("route", "static", shadow=True)
         (diff.Answer("redirect", target="/a/"), B, A, "redirect-elsewhere"),
         (diff.Answer("redirect", target="/a/"), NOT_FOUND, A, "redirect-refused"),
         (diff.Answer("redirect", target="/a/"), NOT_FOUND, NOT_ALLOWED, "redirect-dead-end"),
+        (diff.Answer("redirect", target="/docs"), SHADOWED, STATIC, "redirect-to-shadow"),
         (STATIC, diff.Answer("shadowed", "static"), None, None),
         (A, diff.Answer("shadowed", "static"), None, "refused"),
     ],
