@@ -31,6 +31,7 @@ from .._errors import (
     NoEndpointAvailable,
     NoRouteError,
     TableNotLoaded,
+    Throttled,
 )
 from .public import Rewrite, refuse_target
 
@@ -288,6 +289,9 @@ class MeshProxy:
             return
         except DeadlineExceeded:
             await _answer(send, 504, "deadline exceeded")
+            return
+        except Throttled:  # the service sheds load: say so, the caller should back off too
+            await _answer(send, 503, "service overloaded, retry later", retry_after="1")
             return
         except (httpx.TransportError, MeshError) as exc:
             log.warning("proxy %s %s failed: %s", method, path, exc)

@@ -136,3 +136,28 @@ def test_a_429_with_retry_after_is_retried_after_it_on_the_fake_clock() -> None:
             start = clock()
             assert client.get("/login").status_code == 200  # 429, Retry-After: 1, then 200
             assert clock() - start >= 1.0
+
+
+def test_the_local_router_answers_503_with_retry_after_when_its_client_throttles() -> None:
+    from meshware.edge.proxy import MeshProxy
+
+    async def run(mesh: FakeMesh) -> list[httpx.Response]:
+        client = mesh.async_client()
+        proxy = MeshProxy(client, mesh)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=proxy), base_url="http://router"
+        ) as c:
+            out = []
+            for _ in range(100):
+                out.append(await c.get("/users/1"))
+                mesh.clock.advance(0.01)
+            return out
+
+    with FakeMesh(clock=MeshClock(), seed=2) as mesh:
+        mesh.add("users", make_users(), replicas=2)
+        mesh.fail("users", with_=503)
+        answers = asyncio.run(run(mesh))
+    assert {r.status_code for r in answers} == {503}
+    throttled = [r for r in answers if "overloaded" in r.text]
+    assert throttled
+    assert all(r.headers["retry-after"] == "1" for r in throttled)
