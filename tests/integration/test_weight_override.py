@@ -63,8 +63,11 @@ def test_weight_zero_stops_new_traffic_within_a_second_with_no_failed_call(
         result = CliRunner().invoke(main, ["weight", "--clear", *cli])
         assert result.exit_code == 0, result.output
         cleared_at = time.monotonic()
-        time.sleep(1.5)
-        assert any(pid == target_pid for at, pid in seen if at > cleared_at)  # back in rotation
+        while mesh.traffic.weight_of is not None and time.monotonic() - cleared_at < 1.0:
+            time.sleep(0.01)
+        assert mesh.traffic.weight_of is None  # every view sees the clear within a second
+        # (whether it gets requests again at once is P2C's business: a sequential caller of
+        # two equal instances may stay on one of them)
     finally:
         stop.set()
         for t in threads:
