@@ -59,15 +59,23 @@ _RATE_RE = re.compile(r"([0-9]{1,7})/(s|min|h)")
 Per = Literal["client", "route"]
 
 
+def _short(value: object) -> str:
+    """A value for an error message, bounded (values come from untrusted records)."""
+    text = repr(value) if not isinstance(value, (list, dict)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_rate(text: object) -> tuple[int, int]:
     """``(count, period_seconds)`` from ``"20/s"``, ``"600/min"`` or ``"1000/h"``."""
     if not isinstance(text, str) or len(text) > 16:
-        raise ValueError(f"a rate is a string like '20/s', '600/min' or '1000/h', not {text!r}")
+        raise ValueError(
+            f"a rate is a string like '20/s', '600/min' or '1000/h', not {_short(text)}"
+        )
     m = _RATE_RE.fullmatch(text)
     if m is None or not 1 <= int(m.group(1)) <= MAX_RATE:
         raise ValueError(
             f"a rate is COUNT/s, COUNT/min or COUNT/h with COUNT 1-{MAX_RATE} "
-            f"(like '20/s'), not {text!r}"
+            f"(like '20/s'), not {_short(text)}"
         )
     return int(m.group(1)), PERIODS[m.group(2)]
 
@@ -120,7 +128,7 @@ def _whole(raw: Mapping[str, Any], name: str, low: int, high: int) -> int | None
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number {low}-{high}, not {value!r}")
+        raise ValueError(f"{name} must be a whole number {low}-{high}, not {_short(value)}")
     return value
 
 
@@ -137,7 +145,7 @@ def limits_from_json(raw: object) -> RouteLimits:
     burst = _whole(raw, "burst", 0, MAX_BURST)
     per = raw.get("per", "client")
     if per not in ("client", "route"):
-        raise ValueError(f"per must be 'client' or 'route', not {per!r}")
+        raise ValueError(f"per must be 'client' or 'route', not {_short(per)}")
     concurrency = _whole(raw, "concurrency", 1, MAX_CONCURRENCY)
     if rate is None and concurrency is None:
         raise ValueError("limits need a rate (like '20/s') or a concurrency")

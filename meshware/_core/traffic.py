@@ -186,7 +186,7 @@ class TrafficState:
             scope = _scope(key[len(wp) :])
             weight = _parse_weight(value) if scope is not None else "bad key"
             if scope is None or isinstance(weight, str):
-                rejected[key] = f"weight override at {key!r}: " + (
+                rejected[key] = f"weight override at {key[:200]!r}: " + (
                     "key is not <service>[/version/V | /instance/ID]"
                     if scope is None
                     else str(weight)
