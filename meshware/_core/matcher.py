@@ -51,6 +51,7 @@ __all__ = [
     "Entry",
     "Part",
     "ServiceMatcher",
+    "fast_walk",
     "host_ok",
     "precedence_key",
     "template_parts",
@@ -378,12 +379,15 @@ def precedence_key(text: str) -> tuple[Any, ...]:
 
 
 class _State:
-    __slots__ = ("dynamic", "rules", "static")
+    __slots__ = ("direct", "dynamic", "rules", "static")
 
     def __init__(self) -> None:
         self.static: dict[str, _State] = {}
         self.dynamic: list[tuple[Part, _State]] = []
         self.rules: list[Any] = []
+        # method -> the first rule here allowing it, when the hot path may answer with it
+        # (None: it may not); "*" for methods only "any method" rules allow
+        self.direct: dict[str, Any] = {}
 
 
 def host_ok(pattern: str | None, host: str | None) -> bool:
@@ -432,6 +436,17 @@ class ServiceMatcher:
                 and not entry.websocket
             )
             object.__setattr__(entry, "direct", direct)
+        stack = [self.root]
+        while stack:
+            state = stack.pop()
+            stack.extend(state.static.values())
+            stack.extend(s for _, s in state.dynamic)
+            methods = {m for r in state.rules for m in r.methods}
+            for method in methods:
+                first = next(
+                    r for r in state.rules if method in r.methods or ANY_METHOD in r.methods
+                )
+                state.direct[method] = first if first.direct else None
 
     def _add(self, entry: Any) -> None:
         state = self.root
@@ -472,40 +487,12 @@ class ServiceMatcher:
         ``None`` when a full :meth:`match` is needed (no find, a shadow, a Host-bound route, or
         an ordered route that an earlier one may take paths from).
         """
-        n = len(segs)
-        state = self.root
-        values: tuple[str, ...] = ()
-        i = 1
-        while i < n:
-            child = state.static.get(segs[i])
-            if child is not None:
-                state = child
-                i += 1
-                continue
-            for part, dchild in state.dynamic:
-                if part.final:
-                    if part.suffixed:
-                        return None
-                    m = part.fullmatch("/".join(segs[i:]))
-                    if m is None:
-                        continue
-                    values += m.groups()
-                    state = dchild
-                    i = n
-                    break
-                m = part.fullmatch(segs[i])
-                if m is not None:
-                    values += m.groups()
-                    state = dchild
-                    i += 1
-                    break
-            else:
-                return None
-        for rule in state.rules:
-            ms = rule.methods
-            if method in ms or ANY_METHOD in ms:
-                return (rule, values) if rule.direct else None
-        return None
+        return fast_walk(self.root, segs, 1, method)
+
+    def after_first(self, first: str) -> _State | None:
+        """The state a path whose first segment is the static ``first`` reaches (for
+        :func:`fast_walk` from segment 2: the search's first choice is that static transition)."""
+        return self.root.static.get(first)
 
     def match(
         self,
@@ -755,6 +742,44 @@ def _step(part: Part, segs: list[str], i: int, n: int) -> tuple[int, tuple[str, 
     if m is None:
         return None
     return i + 1, m.groups()
+
+
+def fast_walk(
+    state: _State, segs: list[str], i: int, method: str
+) -> tuple[Any, tuple[str, ...]] | None:
+    """:meth:`ServiceMatcher.fast` from ``state`` at ``segs[i]`` (the request hot path)."""
+    n = len(segs)
+    values: tuple[str, ...] = ()
+    while i < n:
+        child = state.static.get(segs[i])
+        if child is not None:
+            state = child
+            i += 1
+            continue
+        for part, dchild in state.dynamic:
+            if part.final:
+                if part.suffixed:
+                    return None
+                m = part.fullmatch("/".join(segs[i:]))
+                if m is None:
+                    continue
+                values += m.groups()
+                state = dchild
+                i = n
+                break
+            m = part.fullmatch(segs[i])
+            if m is not None:
+                values += m.groups()
+                state = dchild
+                i += 1
+                break
+        else:
+            return None
+    direct = state.direct
+    rule = direct.get(method, direct) if direct else None
+    if rule is direct:
+        rule = direct.get(ANY_METHOD)
+    return None if rule is None else (rule, values)
 
 
 def _first(root: _State, segs: list[str]) -> tuple[list[Any], tuple[str, ...]] | None:

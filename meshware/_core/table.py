@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .._errors import BadRecord, NoEndpointAvailable, NoRouteError, ShadowedRouteError
-from .matcher import ServiceMatcher, precedence_key
+from .matcher import ServiceMatcher, fast_walk, precedence_key
 from .records import ANY_METHOD, InstanceRecord, RouteSpec, split_instance_key
 from .templates import Template, parse_template
 
@@ -364,12 +364,14 @@ class RoutingTable:
         # services whose templates start with a parameter, ``_wild``, are in every entry)
         self._index: Mapping[str, tuple[str, ...]] = _index or {}
         self._wild = _wild
-        # first path segment -> the one service that may match it: the hot path's shortcut
-        self._fast: dict[str, ServiceMatcher] = {
-            first: self._services[names[0]].matcher
-            for first, names in self._index.items()
-            if len(names) == 1
-        }
+        # first path segment -> the state it leads to in the one service that may match it:
+        # the hot path's shortcut (its walk goes on from the second segment)
+        self._fast: dict[str, Any] = {}
+        for first, names in self._index.items():
+            if len(names) == 1 and first:
+                state = self._services[names[0]].matcher.after_first(first)
+                if state is not None:
+                    self._fast[first] = state
         self._overlaps: Mapping[tuple[str, str], tuple[Conflict, ...]] = _overlaps or {}
         self.rejected: Mapping[str, str] = rejected or {}
         self.revision = revision
@@ -412,11 +414,11 @@ class RoutingTable:
         method = method.upper()
         if "?" in path or "%" in path or path[:1] != "/":
             path = _clean_path(path)
-        if host is None and not websocket and path[:2] != "//":
+        if host is None and not websocket:
             segs = path.split("/")
-            matcher = self._fast.get(segs[1])
-            if matcher is not None:
-                got = matcher.fast(method, segs)
+            state = self._fast.get(segs[1])  # never "": a path "//..." takes the slow path
+            if state is not None:
+                got = fast_walk(state, segs, 2, method)
                 if got is not None:
                     route: Route = got[0]
                     values = got[1]
@@ -863,16 +865,16 @@ def _build_service(
     # app's order, routes and shadows merged (a shadow comes before ``routes[before]``).
     # A slot is (template, host, method); within one record the first declaration of a slot
     # is the one the app dispatches to (werkzeug's and Starlette's first match).
-    slots: dict[tuple[str, str | None, Any, str], _Slot] = {}
-    shadow_slots: dict[tuple[str, str | None, Any, str], _Slot] = {}
+    slots: dict[tuple[str, Any, str], _Slot] = {}
+    shadow_slots: dict[tuple[str, Any, str], _Slot] = {}
     ordered = False
     for entry, record in members:  # oldest first, so the newest wins for spec/order
         ordered = record.routing == "ordered"
         positions = _merged_positions(record)
-        seen: set[tuple[str, str | None, Any, str]] = set()
+        seen: set[tuple[str, Any, str]] = set()
         for position, spec in enumerate(record.routes):
             for method in spec.methods:
-                key = (spec.template, spec.host, spec.patterns, method)
+                key = (spec.template, _matching(spec), method)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -885,7 +887,7 @@ def _build_service(
         seen.clear()
         for k, shadow in enumerate(record.shadows):
             for method in shadow.spec.methods:
-                key = (shadow.spec.template, shadow.spec.host, shadow.spec.patterns, method)
+                key = (shadow.spec.template, _matching(shadow.spec), method)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -896,7 +898,7 @@ def _build_service(
                 slot.order = positions[1][k]
                 slot.reason = shadow.reason
     groups: dict[tuple[str, RouteSpec, tuple[str, ...]], list[tuple[str, _Slot]]] = {}
-    for (text, _host, _patterns, method), slot in slots.items():
+    for (text, _, method), slot in slots.items():
         assert slot.spec is not None
         claim = (text, dataclasses.replace(slot.spec, methods=()), tuple(slot.urls))
         groups.setdefault(claim, []).append((method, slot))
@@ -926,7 +928,7 @@ def _build_service(
             eps = shared_endpoints[urls] = Endpoints(all_, tuple(i for i in all_ if i.serving))
         endpoints[route_id] = eps
     shadow_groups: dict[tuple[str, RouteSpec], list[tuple[str, _Slot]]] = {}
-    for (text, _host, _patterns, method), slot in shadow_slots.items():
+    for (text, _, method), slot in shadow_slots.items():
         assert slot.spec is not None
         shadow_groups.setdefault((text, dataclasses.replace(slot.spec, methods=())), []).append(
             (method, slot)
@@ -979,11 +981,22 @@ def _build_service(
     )
 
 
+def _matching(spec: RouteSpec) -> tuple[Any, ...]:
+    """What, beside the template, decides which requests a route takes in its app."""
+    return (spec.host, spec.patterns, spec.weights, spec.strict_slashes, spec.kind)
+
+
 def _qualifier(spec: RouteSpec) -> str:
-    """What tells apart routes of one template and methods: their Host, their custom regexes."""
+    """What tells apart routes of one template and methods (see :func:`_matching`)."""
     out = f" @{spec.host}" if spec.host is not None else ""
     if spec.patterns is not None:
         out += " ~" + "|".join(p or "" for p in spec.patterns)
+    if spec.weights is not None:
+        out += " w" + ",".join(map(str, spec.weights))
+    if not spec.strict_slashes:
+        out += " loose"
+    if spec.kind == "websocket":
+        out += " ws"
     return out
 
 
