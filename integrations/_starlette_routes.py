@@ -287,6 +287,7 @@ class _Walker:
         *,
         name: str | None = None,
         kind: Kind = "http",
+        start: int | None = None,
     ) -> None:
         """Publish what the app answers but meshware does not route to as a shadow."""
         try:
@@ -297,7 +298,7 @@ class _Walker:
         except TemplateError:
             return  # not expressible as a template: it cannot be a shadow either
         spec = RouteSpec(template, tuple(sorted(set(methods))), name=name, kind=kind, host=host)
-        self.shadows.append(Shadow(spec, len(self.out), reason))
+        self.shadows.append(Shadow(spec, len(self.out), reason, start))
 
     # -- routers
 
@@ -487,10 +488,11 @@ class _Walker:
                 marks=marks,
                 root=sub_root,
             )
+        start = len(self.out) + len(self.shadows)  # where the mount's own routes begin
         self.router(target, inner)
         # Starlette hands every path under the mount to its sub-app: what none of its routes
         # match is answered there (404/405), never by a later route
-        self.hide(rest, (ANY_METHOD,), inner, "mount")
+        self.hide(rest, (ANY_METHOD,), inner, "mount", start=start)
 
     def opaque(
         self,

@@ -73,6 +73,7 @@ class Entry(Protocol):
     template: Template
     shadow: bool
     reason: str | None
+    start: int
     clean: bool
     direct: bool
     websocket: bool
@@ -581,7 +582,7 @@ class ServiceMatcher:
         allowed: set[str] | None,
         ws: bool = False,
     ) -> Found | None:
-        partial: set[str] = set()
+        partial: list[tuple[int, Iterable[str]]] = []
         for entry, values in self._candidates(path):
             if entry.host is not None and not host_ok(entry.host, host):
                 continue
@@ -589,15 +590,18 @@ class ServiceMatcher:
                 continue  # a Route takes HTTP only, a WebSocketRoute WebSockets only
             ms = entry.methods
             if method not in ms and ANY_METHOD not in ms:
-                partial.update(ms)  # Match.PARTIAL: a 405 unless a later route matches fully
+                partial.append((entry.order, ms))  # Match.PARTIAL: a 405 unless a FULL follows
                 continue
             if not (entry.shadow and entry.reason == "mount"):
                 return entry, values, False
-            # a mount: its sub-app answers, with 405, its own slash redirect, or 404 (the barrier)
+            # a mount: its sub-app answers, with 405 (its own routes that match the path only),
+            # its own slash redirect, or 404 (the barrier)
+            inside = {m for order, mm in partial if order >= entry.start for m in mm}
+            partial = [(entry.order, inside)] if inside else []
             if not partial and not ws and path != entry.template.static_prefix:
-                got = self._slash_redirect(method, path, host, entry.order)
+                got = self._slash_redirect(method, path, host, entry.order, entry.start)
                 if isinstance(got, set):
-                    partial = got
+                    partial = [(entry.order, got)]
                 elif got is not None:
                     return got
             if not partial:
@@ -608,13 +612,14 @@ class ServiceMatcher:
                 got = self._slash_redirect(method, path, host, None)
                 if not isinstance(got, set):
                     return got
-                partial = got
+                partial = [(0, got)]
         if allowed is not None:
-            allowed.update(partial)
+            for _, mm in partial:
+                allowed.update(mm)
         return None
 
     def _slash_redirect(
-        self, method: str, path: str, host: str | None, before: int | None
+        self, method: str, path: str, host: str | None, before: int | None, since: int = -1
     ) -> Found | set[str] | None:
         """Starlette's ``redirect_slashes``: the entry the redirected request reaches, or the
         methods it allows there (a redirect to a 405), or ``None`` (no redirect)."""
@@ -623,6 +628,8 @@ class ServiceMatcher:
         for entry, values in self._candidates(target):
             if before is not None and entry.order >= before:
                 break
+            if entry.order < since:
+                continue  # not the mount's own route
             if entry.websocket or (entry.host is not None and not host_ok(entry.host, host)):
                 continue  # a WebSocketRoute never matches an HTTP request
             if method in entry.methods or ANY_METHOD in entry.methods:

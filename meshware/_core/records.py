@@ -192,18 +192,23 @@ class Shadow:
     (``len(routes)``: after every route; shadows with the same ``before`` keep their list order).
     ``reason`` says why it is not published: ``static`` files, API ``docs``, ``excluded`` by a
     mark or a pattern, or ``mount`` (the rest of a mount: its sub-app answers the paths none of
-    its routes match, with 404 or 405).
+    its routes match, with 404 or 405). ``start`` (``mount`` shadows only) is where the
+    mount's own routes begin: their position in the app's order, routes and shadows counted
+    together as listed (the mount's sub-app redirects and answers 405 over those only).
     """
 
     spec: RouteSpec
     before: int
     reason: ShadowReason = "excluded"
+    start: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = self.spec.to_json()
         out.pop("public", None)
         out["before"] = self.before
         out["reason"] = self.reason
+        if self.start is not None:
+            out["start"] = self.start
         return out
 
 
@@ -559,9 +564,14 @@ def _shadow_from_json(key: str, index: int, raw: object, n_routes: int) -> Shado
             parse_template(spec.host, host=True)
     except (ValueError, re.error) as exc:
         raise BadRecord(key, f"{where}: {_show(exc)}") from None
+    start = raw.get("start")
+    if start is not None and (
+        isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= 2 * MAX_ROUTES
+    ):
+        raise BadRecord(key, f"{where}.start must be a whole number 0-{2 * MAX_ROUTES}")
     if spec.public:
         spec = _replace_spec(spec, public=False)  # a shadow is never public
-    return Shadow(_SHARED_SPECS.setdefault(spec, spec), before, reason)
+    return Shadow(_SHARED_SPECS.setdefault(spec, spec), before, reason, start)
 
 
 def _replace_spec(spec: RouteSpec, **changes: Any) -> RouteSpec:

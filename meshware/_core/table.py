@@ -158,6 +158,7 @@ class Route:
     converters: tuple[Callable[[str], Any] | None, ...] | None = None
     convert1: Callable[[str], Any] | None = None  # the first parameter's converter
     precedence: tuple[Any, ...] = ()
+    start: int = -1  # a mount shadow: the order of the mount's first route (-1: unknown)
     clean: bool = False  # set by the matcher: no earlier route of the app may take its paths
     direct: bool = False  # set by the matcher: its hot path may answer with this route
     # set by the matcher of an ordered app: its earlier published routes that may take some of
@@ -897,6 +898,7 @@ def _build_service(
                 slot.spec = shadow.spec
                 slot.order = positions[1][k]
                 slot.reason = shadow.reason
+                slot.start = -1 if shadow.start is None else shadow.start
     groups: dict[tuple[str, RouteSpec, tuple[str, ...]], list[tuple[str, _Slot]]] = {}
     for (text, _, method), slot in slots.items():
         assert slot.spec is not None
@@ -950,6 +952,7 @@ def _build_service(
                 route_id=f"{text} {','.join(sorted(methods))} shadow" + _qualifier(first_spec),
                 shadow=True,
                 reason=claims[0][1].reason,
+                start=claims[0][1].start,
             )
         )
     shadows.sort(key=lambda r: (r.order, r.route_id))
@@ -1021,7 +1024,7 @@ def _merged_positions(record: InstanceRecord) -> tuple[list[int], list[int]]:
 class _Slot:
     """What the records of one service say about one (template, method) pair."""
 
-    __slots__ = ("order", "rank", "reason", "spec", "urls")
+    __slots__ = ("order", "rank", "reason", "spec", "start", "urls")
 
     def __init__(self, rank: int) -> None:
         self.rank = rank
@@ -1029,6 +1032,7 @@ class _Slot:
         self.spec: RouteSpec | None = None
         self.urls: dict[str, None] = {}
         self.reason: Any = None
+        self.start = -1
 
 
 def _without_value(entry: Entry) -> Entry:

@@ -30,6 +30,7 @@ class E:
     clean: bool = False
     websocket: bool = False
     strict_slashes: bool = True
+    start: int = -1
     shadows: tuple[Any, ...] = ()
     template: Template = field(init=False)
 
@@ -202,3 +203,14 @@ def test_long_templates_never_recurse(flavor: str, n: int) -> None:
 def test_cross_service_precedence_is_static_typed_str_path() -> None:
     order = sorted(["/u/{p:path}", "/u/{name}", "/u/{id:int}", "/u/me"], key=precedence_key)
     assert order == ["/u/me", "/u/{id:int}", "/u/{name}", "/u/{p:path}"]
+
+
+def test_a_mount_redirects_to_its_own_routes_only() -> None:
+    # Starlette: Route("/a/a/") then Mount("/a", routes=[Route("/x")]): GET /a/a goes into the
+    # mount, whose router has no "/a/": 404, not a redirect to the parent's /a/a/
+    barrier = E("/a/{path:path}", frozenset({"*"}), shadow=True, reason="mount", start=1)
+    m = matcher("ordered", "/a/a/", "/a/x", barrier)
+    got = m.match("GET", "/a/a", None, set())
+    assert got is not None
+    assert got[0] is barrier  # the table reports no route
+    assert pick(m, "/a/x/") == ("/a/x", (), True)
