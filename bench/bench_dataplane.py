@@ -439,29 +439,31 @@ def main() -> None:
         if pin:
             os.sched_setaffinity(0, {cpus[1]})  # the servers started now inherit it
         urls = [start_upstream(procs, f"i{k}") for k in range(3)]
-        fronts: dict[str, str] = {"minimal nginx": start_nginx(procs, args.nginx, urls[0])}
-        node_table = build_table(urls[:1])
-        fronts["node nginx (rendered)"] = start_rendered(
-            procs,
-            args.nginx,
-            "node",
-            lambda listen, prefix: render(
-                node_table, NginxOptions(listen=listen, prefix=prefix, user=user, scope="node")
-            ),
-        )
-        fronts["public nginx (rendered)"] = start_rendered(
-            procs,
-            args.nginx,
-            "public",
-            lambda listen, prefix: render(
-                users_table(urls[0]), NginxOptions(listen=listen, prefix=prefix, user=user)
-            ),
-        )
-        if os.access(args.haproxy, os.X_OK):
-            fronts["HAProxy"] = start_haproxy(procs, args.haproxy, urls[0])
-        fronts["meshware proxy (asyncio)"] = start_proxy(procs, urls[0], "asyncio")
-        if importlib.util.find_spec("uvloop"):
-            fronts["meshware proxy (uvloop)"] = start_proxy(procs, urls[0], "uvloop")
+        fronts: dict[str, str] = {}
+        if not args.skip_latency:  # the fronts are rows of 1 only
+            fronts["minimal nginx"] = start_nginx(procs, args.nginx, urls[0])
+            node_table = build_table(urls[:1])
+            fronts["node nginx (rendered)"] = start_rendered(
+                procs,
+                args.nginx,
+                "node",
+                lambda listen, prefix: render(
+                    node_table, NginxOptions(listen=listen, prefix=prefix, user=user, scope="node")
+                ),
+            )
+            fronts["public nginx (rendered)"] = start_rendered(
+                procs,
+                args.nginx,
+                "public",
+                lambda listen, prefix: render(
+                    users_table(urls[0]), NginxOptions(listen=listen, prefix=prefix, user=user)
+                ),
+            )
+            if os.access(args.haproxy, os.X_OK):
+                fronts["HAProxy"] = start_haproxy(procs, args.haproxy, urls[0])
+            fronts["meshware proxy (asyncio)"] = start_proxy(procs, urls[0], "asyncio")
+            if importlib.util.find_spec("uvloop"):
+                fronts["meshware proxy (uvloop)"] = start_proxy(procs, urls[0], "uvloop")
         if pin:
             os.sched_setaffinity(0, {cpus[0]})
         print(
