@@ -469,6 +469,31 @@ class ServiceMatcher:
             state = nxt
         state.rules.append(entry)
 
+    def rebind(self, mapping: dict[int, Any]) -> ServiceMatcher:
+        """The same machine with some entries replaced (``id(old) -> new``: the same routes
+        with another rank); this matcher is unchanged. Costs one copy of the states, no
+        compilation."""
+        new = object.__new__(ServiceMatcher)
+        new.flavor = self.flavor
+        new.has_hosts = self.has_hosts
+        new.entries = tuple(mapping.get(id(e), e) for e in self.entries)
+        new.root = _State()
+        stack = [(self.root, new.root)]
+        while stack:
+            src, dst = stack.pop()
+            dst.rules = [mapping.get(id(e), e) for e in src.rules]
+            dst.direct = {
+                m: None if e is None else mapping.get(id(e), e) for m, e in src.direct.items()
+            }
+            for text, child in src.static.items():
+                copy = dst.static[text] = _State()
+                stack.append((child, copy))
+            for part, child in src.dynamic:
+                copy = _State()
+                dst.dynamic.append((part, copy))
+                stack.append((child, copy))
+        return new
+
     def parts_of(
         self,
         text: str,

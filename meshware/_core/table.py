@@ -316,6 +316,10 @@ class _Service:
     shadows: tuple[Route, ...]
     matcher: ServiceMatcher
     firsts: frozenset[str | None]  # first path segments of its templates; None: a parameter
+    keys: tuple[str, ...] = ()  # the keys of its records
+    # (routing, routes, shadows) when every record publishes the same route set, else None
+    signature: tuple[Any, ...] | None = None
+    rank: int = 0  # the oldest create_revision among its records
 
 
 _EMPTY_ENDPOINTS = Endpoints((), ())
@@ -327,7 +331,6 @@ class RoutingTable:
     __slots__ = (
         "_by_shape",
         "_contested",
-        "_endpoints",
         "_fast",
         "_index",
         "_overlaps",
@@ -347,7 +350,7 @@ class RoutingTable:
         _services: Mapping[str, _Service] | None = None,
         _by_shape: Mapping[str, tuple[tuple[str, str], ...]] | None = None,
         _contested: Mapping[str, Template] | None = None,
-        _endpoints: Mapping[str, Endpoints] | None = None,
+        _fast: dict[str, tuple[Any, _Service]] | None = None,
         _index: Mapping[str, tuple[str, ...]] | None = None,
         _wild: tuple[str, ...] = (),
         _overlaps: Mapping[tuple[str, str], tuple[Conflict, ...]] | None = None,
@@ -360,19 +363,21 @@ class RoutingTable:
         # shape -> (service, route id) claims, and the shapes claimed by more than one service
         self._by_shape: Mapping[str, tuple[tuple[str, str], ...]] = _by_shape or {}
         self._contested: Mapping[str, Template] = _contested or {}
-        self._endpoints: Mapping[str, Endpoints] = _endpoints or {}
         # first path segment -> the services that may match a path starting with it (the
         # services whose templates start with a parameter, ``_wild``, are in every entry)
         self._index: Mapping[str, tuple[str, ...]] = _index or {}
         self._wild = _wild
-        # first path segment -> the state it leads to in the one service that may match it:
-        # the hot path's shortcut (its walk goes on from the second segment)
-        self._fast: dict[str, Any] = {}
-        for first, names in self._index.items():
-            if len(names) == 1 and first:
-                state = self._services[names[0]].matcher.after_first(first)
-                if state is not None:
-                    self._fast[first] = state
+        # first path segment -> (the state it leads to in the one service that may match it,
+        # that service): the hot path's shortcut (its walk goes on from the second segment);
+        # patched, not rebuilt, when an instance event replaces a service (see _rebuild)
+        self._fast: dict[str, tuple[Any, _Service]] = _fast if _fast is not None else {}
+        if _fast is None:
+            for first, names in self._index.items():
+                if len(names) == 1 and first:
+                    svc = self._services[names[0]]
+                    state = svc.matcher.after_first(first)
+                    if state is not None:
+                        self._fast[first] = (state, svc)
         self._overlaps: Mapping[tuple[str, str], tuple[Conflict, ...]] = _overlaps or {}
         self.rejected: Mapping[str, str] = rejected or {}
         self.revision = revision
@@ -417,9 +422,9 @@ class RoutingTable:
             path = _clean_path(path)
         if host is None and not websocket:
             segs = path.split("/")
-            state = self._fast.get(segs[1])  # never "": a path "//..." takes the slow path
-            if state is not None:
-                got = fast_walk(state, segs, 2, method)
+            hit = self._fast.get(segs[1])  # never "": a path "//..." takes the slow path
+            if hit is not None:
+                got = fast_walk(hit[0], segs, 2, method)
                 if got is not None:
                     route: Route = got[0]
                     values = got[1]
@@ -434,7 +439,7 @@ class RoutingTable:
                         params = route.params(values)
                     return _new_resolution(
                         Resolution,
-                        (route, params, self._endpoints.get(route.key, _EMPTY_ENDPOINTS)),
+                        (route, params, hit[1].endpoints.get(route.route_id, _EMPTY_ENDPOINTS)),
                     )
         names = self._candidates(path)
         found = self._lookup(method, path, host, names, websocket)
@@ -501,7 +506,9 @@ class RoutingTable:
                 return ()  # the rest of a mount: its sub-app answers 404
             return Shadowed(route, route.params(best[1]))
         return Resolution(
-            route, route.params(best[1]), self._endpoints.get(route.key, _EMPTY_ENDPOINTS)
+            route,
+            route.params(best[1]),
+            services[route.service].endpoints.get(route.route_id, _EMPTY_ENDPOINTS),
         )
 
     @property
@@ -639,7 +646,20 @@ class RoutingTable:
             else:
                 records[entry.key] = (_without_value(entry), parsed)
                 touched.add(parsed.service)
-        return self._rebuild(records, rejected, touched, update.revision or self.revision)
+        # the members of the touched services, found from their own keys (not the whole mesh)
+        key = update.key if isinstance(update, Delete) else update.entry.key
+        by_service: dict[str, list[tuple[Entry, InstanceRecord]]] = {}
+        for name in touched:
+            svc = self._services.get(name)
+            keys = {*svc.keys, key} if svc is not None else {key}
+            by_service[name] = [
+                found
+                for k in keys
+                if (found := records.get(k)) is not None and found[1].service == name
+            ]
+        return self._rebuild(
+            records, rejected, touched, update.revision or self.revision, by_service
+        )
 
     def _reset(self, update: Reset) -> RoutingTable:
         from .routesets import assemble  # a raw snapshot: join schema-2 records with their sets
@@ -682,25 +702,39 @@ class RoutingTable:
         rejected: dict[str, str],
         touched: set[str],
         revision: int,
+        by_service: dict[str, list[tuple[Entry, InstanceRecord]]] | None = None,
     ) -> RoutingTable:
-        by_service: dict[str, list[tuple[Entry, InstanceRecord]]] = {s: [] for s in touched}
-        for entry, record in records.values():
-            if record.service in by_service:
-                by_service[record.service].append((entry, record))
+        # Costs what the touched services hold, never the whole mesh: the shared maps are copied
+        # only when a route set changes (an instance joining or leaving with the same set as its
+        # siblings touches its service's instance list and endpoints only).
+        if by_service is None:
+            by_service = {s: [] for s in touched}
+            for entry, record in records.values():
+                if record.service in by_service:
+                    by_service[record.service].append((entry, record))
         services = dict(self._services)
-        by_shape = dict(self._by_shape)
-        contested = dict(self._contested)
-        endpoints = dict(self._endpoints)
+        by_shape: Mapping[str, tuple[tuple[str, str], ...]] = self._by_shape
+        contested: Mapping[str, Template] = self._contested
+        fast = self._fast
         dirty_shapes: set[str] = set()
         changed_sets: set[str] = set()  # services whose routes or shadows changed
+        index_dirty = False
+        replaced: dict[str, tuple[_Service, _Service]] = {}
         for name, members in by_service.items():
             old = services.get(name)
             new = _build_service(name, members, old) if members else None
             if new is None or old is None or new.matcher is not old.matcher:
                 changed_sets.add(name)
+            if new is None or old is None or new.firsts != old.firsts:
+                index_dirty = True
+            elif new is not old:
+                replaced[name] = (old, new)
             old_routes = old.routes if old is not None else {}
             new_routes = new.routes if new is not None else {}
             if old_routes is not new_routes:
+                if by_shape is self._by_shape:
+                    by_shape = dict(by_shape)
+                assert isinstance(by_shape, dict)
                 for text in old_routes.keys() | new_routes.keys():
                     o, n = old_routes.get(text), new_routes.get(text)
                     if o is not None and n is not None and o._claim() == n._claim():
@@ -714,25 +748,39 @@ class RoutingTable:
                         by_shape[shape] = tuple(claims)
                     else:
                         by_shape.pop(shape, None)
-            if old is not None:
-                for text in old.endpoints:
-                    endpoints.pop(f"{name} {text}", None)
             if new is None:
                 services.pop(name, None)
             else:
                 services[name] = new
-                for text, eps in new.endpoints.items():
-                    endpoints[f"{name} {text}"] = eps
-        for shape in dirty_shapes:
-            holders = by_shape.get(shape)
-            if holders and len({s for s, _ in holders}) > 1:
-                contested[shape] = services[holders[0][0]].routes[holders[0][1]].template
-            else:
-                contested.pop(shape, None)
+        if dirty_shapes:
+            contested = dict(contested)
+            for shape in dirty_shapes:
+                holders = by_shape.get(shape)
+                if holders and len({s for s, _ in holders}) > 1:
+                    contested[shape] = services[holders[0][0]].routes[holders[0][1]].template
+                else:
+                    contested.pop(shape, None)
         index, wild = self._index, self._wild
         overlaps = self._overlaps
-        if changed_sets:
+        new_fast: dict[str, tuple[Any, _Service]] | None = None
+        if index_dirty:
             index, wild = _build_index(services)
+        elif replaced:  # same first segments: patch the shortcut for those services only
+            new_fast = dict(fast)
+            for old, new in replaced.values():
+                for first in new.firsts:
+                    hit = new_fast.get(first) if first else None
+                    if hit is None or hit[1] is not old:
+                        continue
+                    if new.matcher is old.matcher:
+                        new_fast[first] = (hit[0], new)  # type: ignore[index]
+                    else:
+                        state = new.matcher.after_first(first)  # type: ignore[arg-type]
+                        if state is None:
+                            del new_fast[first]  # type: ignore[arg-type]
+                        else:
+                            new_fast[first] = (state, new)  # type: ignore[index]
+        if changed_sets:
             overlaps = _update_overlaps(overlaps, services, changed_sets, index, wild)
         return RoutingTable(
             prefix=self.prefix,
@@ -740,7 +788,7 @@ class RoutingTable:
             _services=services,
             _by_shape=by_shape,
             _contested=contested,
-            _endpoints=endpoints,
+            _fast=None if index_dirty else (new_fast if new_fast is not None else fast),
             _index=index,
             _wild=wild,
             _overlaps=overlaps,
@@ -859,6 +907,40 @@ def _build_service(
             version=newest.version,
             labels=newest.labels,
         )
+    keys = tuple(entry.key for entry, _ in members)
+    rank = members[0][0].create_revision  # members are sorted: the oldest registration
+    signature: tuple[Any, ...] | None = _signature(members[0][1])
+    for _, record in members[1:]:
+        if not _same_set(_signature(record), signature):  # type: ignore[arg-type]
+            signature = None
+            break
+    if (
+        signature is not None
+        and old is not None
+        and old.signature is not None
+        and _same_set(signature, old.signature)
+    ):
+        # Every record publishes the route set the service had: only its instances changed.
+        # Every route is declared by every instance: one Endpoints for all of them.
+        all_ = tuple(instances.values())
+        same = Endpoints(all_, tuple(i for i in all_ if i.serving))
+        routes_: Mapping[str, Route] = old.routes
+        shadows_ = old.shadows
+        matcher_ = old.matcher
+        if rank != old.rank:  # the oldest registration left: same routes, a new rank
+            routes_, shadows_, matcher_ = _reranked(old, (rank, name))
+        return _Service(
+            name,
+            routes_,
+            dict.fromkeys(routes_, same),
+            all_,
+            shadows_,
+            matcher_,
+            old.firsts,
+            keys,
+            old.signature,
+            rank,
+        )
     # Membership is per (template, method): the instances serving GET /x are exactly those whose
     # record declares /x with GET. Metadata and order come from the newest record declaring the
     # pair; rank is the oldest create_revision among them. Methods of one template that share
@@ -976,11 +1058,23 @@ def _build_service(
             old.shadows,
             old.matcher,
             old.firsts,
+            keys,
+            signature,
+            rank,
         )
     matcher = ServiceMatcher("ordered" if ordered else "specificity", (*routes.values(), *shadows))
     firsts = frozenset(_first_segment(r.template.text) for r in (*routes.values(), *shadows))
     return _Service(
-        name, routes, endpoints, tuple(instances.values()), tuple(shadows), matcher, firsts
+        name,
+        routes,
+        endpoints,
+        tuple(instances.values()),
+        tuple(shadows),
+        matcher,
+        firsts,
+        keys,
+        signature,
+        rank,
     )
 
 
@@ -1001,6 +1095,33 @@ def _qualifier(spec: RouteSpec) -> str:
     if spec.kind == "websocket":
         out += " ws"
     return out
+
+
+def _signature(record: InstanceRecord) -> tuple[Any, ...]:
+    """What decides a service's compiled routes in one record: its route set."""
+    return (record.routing, record.routes, record.shadows)
+
+
+def _same_set(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    # route sets are shared objects (the assembler's tuple, or specs interned by the codec), so
+    # this is mostly identity checks done in C
+    return a[0] == b[0] and (a[1] is b[1] or a[1] == b[1]) and (a[2] is b[2] or a[2] == b[2])
+
+
+def _reranked(
+    old: _Service, rank: tuple[int, str]
+) -> tuple[dict[str, Route], tuple[Route, ...], ServiceMatcher]:
+    """The service's routes and shadows with a new rank, and its matcher rebound to them
+    (no recompilation: the same transitions, the same verdicts)."""
+    mapping: dict[int, Any] = {}
+    for r in (*old.routes.values(), *old.shadows):
+        mapping[id(r)] = dataclasses.replace(r, rank=rank)
+    for new in mapping.values():
+        if new.shadows:
+            object.__setattr__(new, "shadows", tuple(mapping.get(id(e), e) for e in new.shadows))
+    routes = {k: mapping[id(r)] for k, r in old.routes.items()}
+    shadows = tuple(mapping[id(r)] for r in old.shadows)
+    return routes, shadows, old.matcher.rebind(mapping)
 
 
 def _merged_positions(record: InstanceRecord) -> tuple[list[int], list[int]]:
