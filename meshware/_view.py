@@ -29,6 +29,8 @@ that the thread swaps after applying each batch of updates (no locks on the read
 * Operator controls beside the records (weight overrides, live edges: ``v1/overrides/``,
   ``v1/edges/``) are kept in :attr:`MeshView.traffic` (:mod:`meshware._core.traffic`), swapped
   by reference like the table; the table never sees them.
+* After a full listing the view freezes the objects alive (``gc.freeze``, see
+  :mod:`meshware._gc`): a full collection no longer walks a table of 50,000 routes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core.backoff import full_jitter
+from ._gc import freeze_after_build
 from ._core.routesets import Assembler
 from ._core.stability import HOLD_SECONDS, Stabilizer
 from ._core.table import Delete, Reset, Resolution, RoutingTable, Update, Upsert
@@ -255,6 +258,7 @@ class MeshView:
             base = RoutingTable.empty(self.prefix) if fresh else self.table
             self._swap(self._apply(base, snapshot))
             self._next_revision = snapshot.revision + 1
+        freeze_after_build(len(self.table))  # full collections skip the table (see _gc.py)
 
     def _event(self, table: RoutingTable, update: Update, now: float) -> RoutingTable:
         """Apply one watch event, unless it is an ungraceful departure to keep for now."""
