@@ -300,7 +300,7 @@ def main() -> None:
     )
     print(header)
     print("|" + "---:|" * (header.count("|") - 1))
-    for n in (int(x) for x in args.sizes.split(",")):
+    for n in (int(x) for x in args.sizes.split(",") if x):
         r = growth_row(n, args.rounds)
         print(
             f"| {r['routes']:,} | {r['mib']:.1f} | {r['bpr']:,.0f} | {r['objs'] / 1000:,.1f} k | "
