@@ -43,7 +43,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core.backoff import full_jitter
-from ._gc import freeze_after_build
 from ._core.routesets import Assembler
 from ._core.stability import HOLD_SECONDS, Stabilizer
 from ._core.table import Delete, Reset, Resolution, RoutingTable, Update, Upsert
@@ -56,6 +55,7 @@ from ._errors import (
     RegistryUnavailable,
     TableNotLoaded,
 )
+from ._gc import freeze_after_build
 from .registry.base import Registry, Watch
 
 __all__ = ["MeshView"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 from urllib.parse import unquote
 
@@ -731,7 +731,13 @@ class RoutingTable:
                 replaced[name] = (old, new)
             old_routes = old.routes if old is not None else {}
             new_routes = new.routes if new is not None else {}
-            if old_routes is not new_routes:
+            reranked = (  # the same route set with a new rank: the same claims by shape
+                new is not None
+                and old is not None
+                and new.signature is not None
+                and new.signature is old.signature
+            )
+            if old_routes is not new_routes and not reranked:
                 if by_shape is self._by_shape:
                     by_shape = dict(by_shape)
                 assert isinstance(by_shape, dict)
@@ -1114,14 +1120,25 @@ def _reranked(
     """The service's routes and shadows with a new rank, and its matcher rebound to them
     (no recompilation: the same transitions, the same verdicts)."""
     mapping: dict[int, Any] = {}
+    new_route = object.__new__
     for r in (*old.routes.values(), *old.shadows):
-        mapping[id(r)] = dataclasses.replace(r, rank=rank)
+        # a copy slot by slot (no __init__: everything derived stays as it was)
+        new = new_route(Route)
+        for slot, value in zip(_ROUTE_SLOTS, _route_values(r), strict=True):
+            slot.__set__(new, value)
+        _RANK_SLOT.__set__(new, rank)
+        mapping[id(r)] = new
     for new in mapping.values():
         if new.shadows:
             object.__setattr__(new, "shadows", tuple(mapping.get(id(e), e) for e in new.shadows))
     routes = {k: mapping[id(r)] for k, r in old.routes.items()}
     shadows = tuple(mapping[id(r)] for r in old.shadows)
     return routes, shadows, old.matcher.rebind(mapping)
+
+
+_ROUTE_SLOTS = tuple(getattr(Route, f.name) for f in dataclasses.fields(Route))
+_route_values = attrgetter(*(f.name for f in dataclasses.fields(Route)))
+_RANK_SLOT: Any = getattr(Route, "rank")  # noqa: B009 (the slot descriptor)
 
 
 def _merged_positions(record: InstanceRecord) -> tuple[list[int], list[int]]:
