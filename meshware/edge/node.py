@@ -10,7 +10,8 @@ The role vulcand had on every node: callers that are not Python (``curl``, Go, J
   client's precedence, with the client's method fall-through. Host-bound and WebSocket routes
   are left out (the client only routes them when asked with ``host=``; nginx would need
   ``Upgrade`` handling). Shadows (issue 10: routes an app serves but meshware does not route
-  to) are not in the table, so they are never rendered.
+  to) are never forwarded to: their paths answer ``404`` in the shadow's place, so no other
+  route takes them.
 * **Resolution in nginx, the same as the trie's.** Each route becomes one regex entry
   ``"METHODS PATH"`` of an nginx ``map`` over ``"$request_method $uri"``; a map tries its regexes
   in order and the first match wins, so the entries are emitted in the order the trie's
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 
 from .._core.policy import ClientPolicy
 from .._core.records import ANY_METHOD
-from .._core.table import Instance, Route, RoutingTable
+from .._core.table import Endpoints, Instance, Route, RoutingTable
 from .._core.templates import Template
 
 __all__ = ["NodeEntry", "node_entries", "render_node"]
@@ -97,14 +98,19 @@ def _order(route: Route) -> tuple[object, ...]:
 
 
 def routed(table: RoutingTable) -> list[Route]:
-    """The routes the client can resolve with no ``host=``, in the trie's search order."""
+    """The routes (and shadows) the client matches with no ``host=``, in search order."""
+    shadows = getattr(table, "shadows", None)
     out = [
         r
-        for r, _ in table.routes()
+        for r in [*(r for r, _ in table.routes()), *(shadows() if shadows is not None else ())]
         if r.spec.host is None and r.spec.kind != "websocket" and r.methods
     ]
     out.sort(key=_order)
     return out
+
+
+def _is_shadow(route: Route) -> bool:
+    return bool(getattr(route, "shadow", False))
 
 
 def node_entries(table: RoutingTable) -> list[NodeEntry]:
@@ -113,12 +119,21 @@ def node_entries(table: RoutingTable) -> list[NodeEntry]:
     out: list[NodeEntry] = []
     for r in routes:  # the trie's search, with the ordered apps' earlier routes first
         pattern = _pattern(r.template)
+        if _is_shadow(r):  # served by the app, never routed: its paths go nowhere (404)
+            out.append(NodeEntry(_methods(r.methods), pattern, None, 404, _bucket(r.template)))
+            continue
         for earlier in r.shadows:
             both = _both(r.methods, earlier.methods)
             if both and earlier.spec.host is None:
                 ahead = f"(?={pattern}$){_pattern(earlier.template)}"
-                out.append(NodeEntry(_methods(both), ahead, earlier, bucket=_bucket(r.template)))
+                if _is_shadow(earlier):
+                    out.append(NodeEntry(_methods(both), ahead, None, 404, _bucket(r.template)))
+                else:
+                    out.append(
+                        NodeEntry(_methods(both), ahead, earlier, bucket=_bucket(r.template))
+                    )
         out.append(NodeEntry(_methods(r.methods), pattern, r, bucket=_bucket(r.template)))
+    routes = [r for r in routes if not _is_shadow(r)]
     seen: set[str] = set()
     for r in routes:  # matched with another method: the client's NoRouteError with `allowed`
         pattern = _pattern(r.template)
@@ -206,6 +221,7 @@ def render_node(
     policy = policy or ClientPolicy()
     entries = node_entries(table)
     endpoints = {r.key: eps for r, eps in table.routes()}
+    none = Endpoints((), ())
     weights = {i.url: weight_of(i) if weight_of else i.weight for i in table.instances()}
     body: list[str] = []
 
@@ -215,7 +231,7 @@ def render_node(
         r = e.route
         if r is None:
             continue
-        urls = tuple(sorted(i.url for i in endpoints[r.key].serving))
+        urls = tuple(sorted(i.url for i in endpoints.get(r.key, none).serving))
         upstreams.setdefault((r.service, urls), None)
     per_service: dict[str, int] = {}
     for service, _urls in upstreams:
@@ -244,7 +260,7 @@ def render_node(
         r = e.route
         if r is None:
             return f"@mesh_{e.status}"
-        urls = tuple(sorted(i.url for i in endpoints[r.key].serving))
+        urls = tuple(sorted(i.url for i in endpoints.get(r.key, none).serving))
         p = _route_policy(r, upstreams.get((r.service, urls)), policy)
         if p.upstream is None:
             return "@mesh_503"

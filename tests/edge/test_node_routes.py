@@ -137,3 +137,24 @@ def test_private_routes_and_method_fall_through_are_rendered() -> None:
     assert node_answer(entries, "POST", "/users/me") == ("admin", "/users/{id} POST")
     assert node_answer(entries, "DELETE", "/users/me") == 405
     assert node_answer(entries, "GET", "/nope") == 404
+
+
+def test_a_shadowed_path_is_not_forwarded_to_a_route_below_it() -> None:
+    from meshware._core.records import Shadow
+
+    static = Shadow(RouteSpec("/users/static", ("GET",)), before=0, reason="static")
+    table = RoutingTable.from_records(
+        [
+            InstanceRecord(
+                "users",
+                "u",
+                "http://127.0.0.1:9001",
+                (RouteSpec("/users/{id}", ("GET",)),),
+                shadows=(static,),
+            )
+        ]
+    )
+    entries = node_entries(table)
+    assert table_answer(table, "GET", "/users/static") == 404
+    assert node_answer(entries, "GET", "/users/static") == 404
+    assert node_answer(entries, "GET", "/users/7") == ("users", table.routes()[0][0].route_id)
