@@ -557,7 +557,9 @@ def _shadow_from_json(key: str, index: int, raw: object, n_routes: int) -> Shado
         raise BadRecord(key, f"{where}.before must be a whole number 0-{n_routes}")
     reason = raw.get("reason", "excluded")
     if reason not in _SHADOW_REASONS:
-        raise BadRecord(key, f"{where}.reason must be one of {_SHADOW_REASONS}, got {reason!r}")
+        raise BadRecord(
+            key, f"{where}.reason must be one of {_SHADOW_REASONS}, got {_show(reason)}"
+        )
     try:
         _check_weights(parse_template(spec.template), spec.weights, spec.patterns)
         if spec.host is not None:
@@ -628,7 +630,7 @@ def _route_from_json(key: str, index: int, raw: object, *, where: str = "") -> R
         )
     kind = raw.get("kind", "http")
     if kind not in _KINDS:
-        raise BadRecord(key, f"{where}.kind must be one of {_KINDS}, got {kind!r}")
+        raise BadRecord(key, f"{where}.kind must be one of {_KINDS}, got {_show(kind)}")
     timeout = raw.get("timeout")
     if timeout is not None and (
         isinstance(timeout, bool)

@@ -257,3 +257,17 @@ def test_allowed_networks_replace_the_default() -> None:
 def test_a_bad_allowed_networks_value_names_the_entry(text: str) -> None:
     with pytest.raises(ValueError, match="MESHWARE_ALLOWED_NETWORKS"):
         AddressPolicy.parse(text)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"routes": [{"template": "/a", "methods": ["GET"], "kind": "k" * 100_000}]},
+        {"shadows": [{"template": "/s", "methods": ["GET"], "reason": "r" * 100_000}]},
+        {"shadows": [{"template": "/s", "methods": ["GET"], "kind": ["k"] * 100_000}]},
+    ],
+)
+def test_a_refused_enumerated_value_is_shown_bounded(changes: dict[str, Any]) -> None:
+    with pytest.raises(BadRecord) as caught:
+        InstanceRecord.decode(HOSTILE_KEY, json.dumps(good_json(**changes)).encode())
+    assert len(str(caught.value)) < 600
