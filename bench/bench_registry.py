@@ -53,7 +53,6 @@ from typing import Literal
 import httpx
 
 from meshware import InstanceRecord, RouteSpec
-from meshware._core.routesets import encode_record
 from meshware._registrar import Registrar
 from meshware.etcd import EtcdClient
 from meshware.etcd._protocol import _b64, prefix_range_end
@@ -289,16 +288,8 @@ def life_of_an_instance(b: Bench, schema: int, rnd: int, results: dict[str, list
     results[f"join/{schema}"].append(b.event(joiner.start, 1, (service, url, "serving", 100)))
 
     weighted = dataclasses.replace(joiner.record, weight=50)
-    if joiner.routeset is None:
-        value = weighted.encode()
-    else:
-        value = encode_record(weighted, joiner.routeset.routeset)
     results[f"weight/{schema}"].append(
-        b.event(
-            lambda: b.registry.put(joiner.key, value, lease=joiner.lease),
-            1,
-            (service, url, "serving", 50),
-        )
+        b.event(lambda: joiner.update(weighted), 1, (service, url, "serving", 50))
     )
     results[f"drain/{schema}"].append(b.event(joiner.drain, 1, (service, url, "draining", 100)))
     results[f"leave/{schema}"].append(b.event(joiner.withdraw, 1, (service, url, None, 100)))
@@ -322,12 +313,8 @@ def latency(b: Bench, count: int) -> list[Cost]:
     out = []
     for k in range(count):
         state: Literal["serving", "draining"] = "draining" if k % 2 == 0 else "serving"
-        value = encode_record(r.record.with_state(state), r.routeset.routeset)
-
-        def put(value: bytes = value) -> None:
-            b.registry.put(r.key, value, lease=r.lease)
-
-        out.append(b.event(put, 1, ("s2", url, state, 100)))
+        changed = r.record.with_state(state)
+        out.append(b.event(lambda changed=changed: r.update(changed), 1, ("s2", url, state, 100)))
     b.event(r.withdraw, 1, ("s2", url, None, 100))
     return out
 

@@ -35,6 +35,7 @@ from ._core.records import InstanceRecord, instance_key
 from ._core.routesets import RECORD_SCHEMA, encode_record, encode_routeset
 from ._core.table import Delete, Reset, Upsert
 from ._errors import (
+    ConfigError,
     EtcdAuthError,
     EtcdCompacted,
     LeaseLost,
@@ -115,6 +116,23 @@ class Registrar:
                     self._written = self.registry.put(self.key, self._encode(), lease=self.lease)
                 except MeshError as exc:
                     log.warning("could not mark %s draining: %s", self.key, exc)
+
+    def update(self, record: InstanceRecord) -> None:
+        """Publish a changed record for this instance (weight, state, labels, zone) now.
+
+        The key and the lease stay; the record defence keeps this version from then on (it puts
+        back what it last wrote, so a change must come through here, not through etcd directly).
+        The route set cannot change this way: a new route set is a new registration.
+        """
+        if (record.service, record.instance_id) != (self.record.service, self.record.instance_id):
+            raise ConfigError(
+                f"update() keeps the instance: {record.service}/{record.instance_id} is not "
+                f"{self.record.service}/{self.record.instance_id}"
+            )
+        with self._lock:
+            self.record = record
+            if self.lease:
+                self._written = self.registry.put(self.key, self._encode(), lease=self.lease)
 
     def retract(self) -> None:
         """Delete the record now (the lease stays until :meth:`withdraw`); it is not put back."""

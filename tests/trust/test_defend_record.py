@@ -3,6 +3,7 @@ while the member runs, it is back within a second under the same lease; a drain 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -79,3 +80,14 @@ def test_a_drained_record_stays_withdrawn(member: Member, etcd_server: EtcdServe
     with EtcdClient(etcd_server.endpoint) as client:
         assert client.get(registrar.key) is None
     assert registrar.restored == 0
+
+
+def test_a_record_changed_through_update_is_kept(member: Member, etcd_server: EtcdServer) -> None:
+    registrar = member.registrar
+    assert registrar is not None
+    registrar.update(dataclasses.replace(registrar.record, weight=50))
+    with EtcdClient(etcd_server.endpoint) as client:
+        expected = client.get(registrar.key).value  # type: ignore[union-attr]
+        assert b'"weight":50' in expected
+        client.delete(registrar.key)  # the defence now puts back the updated record
+        back_within(client, registrar.key, expected, registrar.lease, 1.0)
