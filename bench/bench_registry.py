@@ -291,7 +291,7 @@ def life_of_an_instance(b: Bench, schema: int, rnd: int, results: dict[str, list
     results[f"weight/{schema}"].append(
         b.event(lambda: joiner.update(weighted), 1, (service, url, "serving", 50))
     )
-    results[f"drain/{schema}"].append(b.event(joiner.drain, 1, (service, url, "draining", 100)))
+    results[f"drain/{schema}"].append(b.event(joiner.drain, 1, (service, url, "draining", 50)))
     results[f"leave/{schema}"].append(b.event(joiner.withdraw, 1, (service, url, None, 100)))
 
     specs = routes(f"{service}v{rnd}")
