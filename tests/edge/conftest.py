@@ -61,6 +61,35 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+@contextlib.contextmanager
+def running_nginx(binary: str, prefix: Path, config: str, port: int) -> Iterator[None]:
+    """A real nginx on ``config`` (written under ``prefix``), listening on ``port``; stopped after."""
+    conf = Path(prefix) / "nginx.conf"
+    conf.write_text(config)
+    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)])
+    try:
+        wait_port(port, proc)
+        yield
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def serving_proxy(app: MeshProxy, port: int, limits: ProxyLimits) -> Iterator[None]:
+    """``app`` served as ``meshware proxy`` serves it (uvicorn, guarded h11) in a thread."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, limits))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    try:
+        wait_port(port)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[str]:
     """The upstream app under uvicorn; its base URL."""
@@ -111,20 +140,13 @@ def nginx_port(edge_table: RoutingTable, tmp_path_factory: pytest.TempPathFactor
         user="root" if os.geteuid() == 0 else None,
         client_max_body_size="64k",
     )
-    conf = prefix / "nginx.conf"
-    conf.write_text(render(edge_table, options))
-    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)])
-    try:
-        wait_port(port, proc)
+    with running_nginx(binary, prefix, render(edge_table, options), port):
         yield port
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="session")
 def proxy_port(edge_table: RoutingTable) -> Iterator[int]:
     """The public-only local router over ``edge_table``, served by uvicorn in a thread."""
-    import uvicorn
 
     port = free_port()
     client = meshware.AsyncClient(edge_table, total_timeout=10)
@@ -135,15 +157,8 @@ def proxy_port(edge_table: RoutingTable) -> Iterator[int]:
         rewrites=REWRITES,
         max_body=64 * 1024,  # as nginx's client_max_body_size below
     )
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, PROXY_LIMITS))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    try:
-        wait_port(port)
+    with serving_proxy(app, port, PROXY_LIMITS):
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def raw(port: int, request: bytes, timeout: float = 5.0, idle: float = 0.25) -> tuple[int, bytes]:

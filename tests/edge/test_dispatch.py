@@ -7,10 +7,8 @@ public-only proxy. Every private and excluded view answers "PRIVATE ...".
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +21,10 @@ import meshware
 from meshware import InstanceRecord, RoutingTable
 from meshware.edge.nginx import NginxOptions, find_nginx, render, validate
 from meshware.edge.proxy import MeshProxy
-from meshware.edge.serve import ProxyLimits, uvicorn_config
+from meshware.edge.serve import ProxyLimits
 from meshware.integrations._flask_routes import flask_published
 
-from .conftest import free_port, raw, stop, wait_port
+from .conftest import free_port, raw, running_nginx, serving_proxy
 
 
 def issue_app() -> Flask:
@@ -126,32 +124,18 @@ def issue_nginx(
     )
     text = render(issue_table, options)
     validate(text)
-    conf = Path(prefix) / "nginx.conf"
-    conf.write_text(text)
-    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)])
-    try:
-        wait_port(port, proc)
+    with running_nginx(binary, Path(prefix), text, port):
         yield port
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def issue_proxy(issue_table: RoutingTable) -> Iterator[int]:
-    import uvicorn
 
     port = free_port()
     client = meshware.AsyncClient(issue_table, total_timeout=10)
     app = MeshProxy(client, type("M", (), {"table": issue_table})(), public_only=True)
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, ProxyLimits()))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    try:
-        wait_port(port)
+    with serving_proxy(app, port, ProxyLimits()):
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(params=["nginx", "proxy"])
